@@ -1,0 +1,1 @@
+"""Kedge `agents` package (see DESIGN.md for its role)."""

@@ -1,0 +1,1 @@
+"""Kedge `ingress` package (see DESIGN.md for its role)."""

@@ -1,0 +1,1 @@
+"""Kedge `integrations` package (see DESIGN.md for its role)."""

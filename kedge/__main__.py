@@ -1,0 +1,3 @@
+from kedge.cli import main
+
+main()

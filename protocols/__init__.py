@@ -1,0 +1,1 @@
+"""Kedge `protocols` package (see DESIGN.md for its role)."""

@@ -1,0 +1,1 @@
+"""Kedge `registry` package (see DESIGN.md for its role)."""

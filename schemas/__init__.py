@@ -1,0 +1,1 @@
+"""Kedge `schemas` package (see DESIGN.md for its role)."""

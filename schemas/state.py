@@ -1,0 +1,400 @@
+"""Records of the device-state protocol, exchanged over internal Kafka topics.
+
+Topics (DESIGN.md "Topics"):
+
+* ``device-state`` (key: device key) carries :class:`ConnectRequest` and :class:`DisconnectRequest` from the
+  endpoints and from the lease watcher (``reason=endpoint_lost``).
+* ``iot-commands`` (key: device key) carries :class:`CommandRequest`.
+* ``endpoint-control`` (key: endpoint instance id) carries :class:`Reply`, :class:`Kick`,
+  :class:`DeliverCommand` and :class:`CommandOutcome`; each endpoint reads only the records keyed by its
+  own instance id.
+* ``endpoint-heartbeats`` (key: endpoint instance id, compacted) carries :class:`Heartbeat`.
+
+:class:`RegistryChangeView` is the agent's small view of a registry change (the full record lives in
+``schemas.registry``); build it with :meth:`RegistryChangeView.of`.
+
+Every record serialises to one JSON object (orjson) with a ``kind`` discriminator, so one topic can carry
+several kinds; ``bytes`` fields are base64 strings. Decoding ignores unknown fields (forward compatible), and
+raises :class:`MalformedRecord` for anything else that is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol, Self, TypeVar, Union
+
+import orjson
+
+
+class MalformedRecord(ValueError):
+    """A record could not be decoded: not JSON, wrong ``kind``, missing or mistyped field."""
+
+
+class Reason(StrEnum):
+    """Why a connection ended (``connected:false`` event, kick) or why a connect was refused (reply)."""
+
+    NORMAL = "normal"
+    TAKEN_OVER = "taken_over"
+    ENDPOINT_LOST = "endpoint_lost"
+    KEEPALIVE_TIMEOUT = "keepalive_timeout"
+    DEVICE_DELETED = "device_deleted"
+    DEVICE_DISABLED = "device_disabled"
+    APP_DELETED = "app_deleted"
+    APP_DISABLED = "app_disabled"
+    ERROR = "error"
+    #: only in a rejected :class:`Reply`: the connection was already replaced or ended (a replayed connect).
+    SUPERSEDED = "superseded"
+
+
+class Operation(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+class Scope(StrEnum):
+    """Whether a registry change is about the device itself or about its whole application."""
+
+    DEVICE = "device"
+    APPLICATION = "application"
+
+
+#: ``CommandOutcome.reason`` when the device has no live connection.
+DEVICE_OFFLINE = "device offline"
+
+_R = TypeVar("_R", bound="_Record")
+
+
+class _Record:
+    """Mixin: JSON codec driven by the dataclass fields and their type hints."""
+
+    __slots__ = ()
+    KIND: ClassVar[str]
+    #: string fields that must not be empty
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.KIND}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            out[f.name] = _encode(getattr(self, f.name))
+        return out
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        if data.get("kind") != cls.KIND:
+            raise MalformedRecord(f"expected kind {cls.KIND!r}, got {data.get('kind')!r}")
+        return _decode_record(cls, data)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | bytearray | memoryview | str) -> Self:
+        return cls.from_dict(_load(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Will(_Record):
+    """An MQTT Last Will, emitted as a normal device event on abnormal ends (reference §4.4)."""
+
+    KIND: ClassVar[str] = "will"
+    channel: str
+    payload: bytes
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest(_Record):
+    """An endpoint asks to make ``connection_id`` the holder of the device; answered by a :class:`Reply`."""
+
+    KIND: ClassVar[str] = "connect"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app", "device", "connection_id", "endpoint", "request_id")
+    app: str
+    device: str
+    connection_id: str
+    endpoint: str
+    protocol: str
+    app_uid: str
+    device_uid: str
+    request_id: str
+    will: Will | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectRequest(_Record):
+    """The connection ended (endpoint), or its endpoint's lease expired (lease watcher, ``endpoint_lost``)."""
+
+    KIND: ClassVar[str] = "disconnect"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app", "device", "connection_id", "endpoint")
+    app: str
+    device: str
+    connection_id: str
+    endpoint: str
+    reason: Reason
+    skip_will: bool = False
+
+
+class _ChangeLike(Protocol):
+    """What :meth:`RegistryChangeView.of` reads from a full registry change (``schemas.registry``)."""
+
+    @property
+    def operation(self) -> str: ...
+    @property
+    def app(self) -> str: ...
+    @property
+    def device(self) -> str | None: ...
+    @property
+    def uid(self) -> str: ...
+    @property
+    def disabled(self) -> bool: ...
+    @property
+    def revision(self) -> int: ...
+    @property
+    def cascade(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryChangeView(_Record):
+    """The part of a registry change the device-state agent needs: may live connections stay?
+
+    ``uid`` is the changed resource's uid (the device's, or the application's for ``scope=application``).
+    ``revision`` orders the changes of one resource incarnation (``uid``); 0 means unknown, always apply.
+    ``disabled`` is the resource's disabled flag after the change, None when unknown. An application-level
+    change reaches the agent once per device key: :meth:`for_device` keeps ``scope=application`` and sets
+    ``device``. ``cascade`` marks a device-scoped deletion caused by deleting its application (the connection
+    then ends with ``app_deleted``).
+    """
+
+    KIND: ClassVar[str] = "registry-change"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app",)
+    app: str
+    device: str | None
+    operation: Operation
+    uid: str
+    disabled: bool | None = None
+    scope: Scope = Scope.DEVICE
+    revision: int = 0
+    cascade: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scope is Scope.DEVICE and not self.device:
+            raise MalformedRecord("a device-scoped registry change needs a device")
+
+    def for_device(self, device: str) -> RegistryChangeView:
+        return dataclasses.replace(self, device=device)
+
+    @classmethod
+    def of(cls, change: _ChangeLike) -> RegistryChangeView:
+        """The view of a full registry change (``schemas.registry.RegistryChange``)."""
+        scope = Scope.APPLICATION if change.device is None else Scope.DEVICE
+        return cls(
+            change.app,
+            change.device,
+            Operation(change.operation),
+            change.uid,
+            change.disabled,
+            scope,
+            change.revision,
+            change.cascade,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest(_Record):
+    """A command for a device; ``reply_to`` is the instance that wants the :class:`CommandOutcome`, if any."""
+
+    KIND: ClassVar[str] = "command"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app", "device", "command", "request_id")
+    app: str
+    device: str
+    command: str
+    payload: bytes
+    content_type: str | None
+    request_id: str
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(_Record):
+    """The agent's answer to a :class:`ConnectRequest`; ``reason`` is None when accepted."""
+
+    KIND: ClassVar[str] = "reply"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("request_id", "connection_id")
+    request_id: str
+    connection_id: str
+    accepted: bool
+    reason: Reason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Kick(_Record):
+    """Close ``connection_id`` now (MQTT 5: DISCONNECT 0x8E for ``taken_over``; MQTT 3.1.1: close)."""
+
+    KIND: ClassVar[str] = "kick"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app", "device", "connection_id")
+    app: str
+    device: str
+    connection_id: str
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverCommand(_Record):
+    """Deliver a command over ``connection_id``; report to ``reply_to`` (if set) with a CommandOutcome."""
+
+    KIND: ClassVar[str] = "deliver-command"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app", "device", "connection_id", "command", "request_id")
+    app: str
+    device: str
+    connection_id: str
+    command: str
+    payload: bytes
+    content_type: str | None
+    request_id: str
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome(_Record):
+    """Whether a command reached the device; ``reason`` explains a failure (e.g. :data:`DEVICE_OFFLINE`)."""
+
+    KIND: ClassVar[str] = "command-outcome"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("request_id",)
+    request_id: str
+    delivered: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(_Record):
+    """An endpoint instance renews its lease for ``lease_s`` seconds; ``lease_s == 0`` releases it."""
+
+    KIND: ClassVar[str] = "heartbeat"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("endpoint",)
+    endpoint: str
+    seq: int
+    time: float
+    lease_s: float
+
+    def __post_init__(self) -> None:
+        if self.lease_s < 0 or self.lease_s != self.lease_s:  # negative or NaN
+            raise MalformedRecord(f"invalid lease_s {self.lease_s!r}")
+
+
+StateRequest = ConnectRequest | DisconnectRequest | RegistryChangeView | CommandRequest
+ControlRecord = Reply | Kick | DeliverCommand | CommandOutcome
+
+_STATE_KINDS: dict[str, type[StateRequest]] = {
+    c.KIND: c for c in (ConnectRequest, DisconnectRequest, RegistryChangeView, CommandRequest)
+}
+_CONTROL_KINDS: dict[str, type[ControlRecord]] = {
+    c.KIND: c for c in (Reply, Kick, DeliverCommand, CommandOutcome)
+}
+
+
+def decode_state_request(raw: bytes | bytearray | memoryview | str) -> StateRequest:
+    """Decode any record the device-state agent consumes."""
+    return _dispatch(_STATE_KINDS, _load(raw))
+
+
+def decode_control(raw: bytes | bytearray | memoryview | str) -> ControlRecord:
+    """Decode any record of the ``endpoint-control`` topic."""
+    return _dispatch(_CONTROL_KINDS, _load(raw))
+
+
+# ------------------------------------------------------------------------------------------------ codec
+
+
+def _dispatch(kinds: dict[str, type[_R]], data: dict[str, Any]) -> _R:
+    kind = data.get("kind")
+    cls = kinds.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise MalformedRecord(f"unknown record kind {kind!r}")
+    return _decode_record(cls, data)
+
+
+def _load(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise MalformedRecord(f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise MalformedRecord("a record is a JSON object")
+    return data
+
+
+def _encode(value: object) -> object:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, _Record):
+        d = value.to_dict()
+        del d["kind"]
+        return d
+    return value  # str, int, float, bool, None, StrEnum (orjson writes the value)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _decode_record(cls: type[_R], data: dict[str, Any]) -> _R:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            kwargs[f.name] = _decode_value(hints[f.name], data[f.name], f.name)
+        elif f.default is dataclasses.MISSING:
+            raise MalformedRecord(f"{cls.KIND}: missing field {f.name!r}")
+    for name in cls.REQUIRED:
+        if name in kwargs and not kwargs[name]:
+            raise MalformedRecord(f"{cls.KIND}: field {name!r} must not be empty")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise MalformedRecord(f"{cls.KIND}: {e}") from None
+
+
+def _decode_value(tp: Any, value: object, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise MalformedRecord(f"field {name!r} must not be null")
+        (inner,) = (a for a in args if a is not type(None))
+        return _decode_value(inner, value, name)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is bytes:
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise MalformedRecord(f"field {name!r} is not base64") from None
+    elif isinstance(tp, type) and issubclass(tp, StrEnum):
+        if isinstance(value, str):
+            try:
+                return tp(value)
+            except ValueError:
+                raise MalformedRecord(f"field {name!r}: unknown value {value!r}") from None
+    elif isinstance(tp, type) and issubclass(tp, _Record) and isinstance(value, dict):
+        return _decode_record(tp, value)
+    raise MalformedRecord(f"field {name!r}: unexpected {type(value).__name__}")

@@ -1,0 +1,1 @@
+"""Kedge `topology` package (see DESIGN.md for its role)."""
