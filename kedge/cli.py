@@ -15,6 +15,7 @@ import typer
 
 from kedge.commands import broker as broker_cmd
 from kedge.commands import config as config_cmd
+from kedge.commands import serve as serve_cmd
 from kedge.commands import topology as topology_cmd
 from kedge.commands import worker as worker_cmd
 from kedge.errors import KedgeError
@@ -31,6 +32,7 @@ app = typer.Typer(
 PROCESSES = "Processes"
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(topology_cmd.app, name="topology", rich_help_panel=PROCESSES)
+app.add_typer(serve_cmd.app, name="serve", rich_help_panel=PROCESSES)
 app.command("broker", rich_help_panel=PROCESSES)(broker_cmd.broker)
 app.command("worker", rich_help_panel=PROCESSES)(worker_cmd.worker)
 

@@ -142,6 +142,8 @@ class RegistryChange(BaseModel):
 
     operation: Operation
     app: str
+    #: the application's uid (for device changes: of the app the device belongs to)
+    app_uid: str = Field(alias="appUid")
     device: str | None = None
     paths: list[str]
     generation: int
