@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Final, NamedTuple
 
 from schemas.events import RESERVED_NAMES, DeviceEvent, MalformedEvent, format_time, parse_time
-from schemas.types import SPEC_VERSION
+from schemas.types import EXT_PARTITION_KEY, SPEC_VERSION
 
 __all__ = ["KafkaRecord", "from_kafka", "to_kafka"]
 
@@ -65,16 +65,15 @@ def _required(attrs: dict[str, str], name: str) -> str:
 
 
 def from_kafka(
-    key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes | None]]
+    key: bytes | str | None, value: bytes | None, headers: Iterable[tuple[str, bytes | None]]
 ) -> DeviceEvent:
     """Decode a binary-mode record. Header names are case-insensitive; the last duplicate wins.
 
     ``specversion`` (must be ``1.0``), ``id``, ``type``, ``source`` and ``time`` are required, else
     :class:`~schemas.events.MalformedEvent`. ``content-type`` (or ``ce_datacontenttype``) gives the
-    ``datacontenttype``. Every other ``ce_*`` header is an extension. The partition key is read from
-    ``ce_partitionkey``; ``key`` is accepted for symmetry but not interpreted (it may be the id fallback).
+    ``datacontenttype``. Every other ``ce_*`` header is an extension. The ``partitionkey`` extension comes
+    from the ``ce_partitionkey`` header (Drogue writes it) or else, like the cloudevents SDK, from the key.
     """
-    del key
     attrs: dict[str, str] = {}
     ext: dict[str, str] = {}
     content_type: str | None = None
@@ -94,6 +93,11 @@ def from_kafka(
             attrs[attr] = text
         elif attr and attr not in RESERVED_NAMES:
             ext[attr] = text
+    if EXT_PARTITION_KEY not in ext and key is not None:
+        try:
+            ext[EXT_PARTITION_KEY] = key if isinstance(key, str) else key.decode()
+        except UnicodeDecodeError:
+            raise MalformedEvent("record key is not UTF-8") from None
     specversion = _required(attrs, "specversion")
     if specversion != SPEC_VERSION:
         raise MalformedEvent(f"unsupported specversion {specversion!r}")

@@ -72,7 +72,7 @@ def make_app(config: FaustConfig, **extra: Any) -> KedgeFaustApp:
     app = KedgeFaustApp(
         config.app_id,
         env={},
-        broker=f"kafka://{config.bootstrap_servers.split(',')[0]}",
+        broker=[f"kafka://{server.strip()}" for server in config.bootstrap_servers.split(",")],
         broker_client_id=config.app_id,
         store="rocksdb://",
         datadir=str(config.data_dir),

@@ -20,6 +20,7 @@ from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.structs import TopicPartition
 
 _NO_ERROR = 0
+_FETCH_WAIT_MS = 100
 
 
 async def fetch_highwaters(
@@ -40,8 +41,10 @@ async def fetch_highwaters(
         topics: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
         for tp in tps:
             topics[tp.topic].append((tp.partition, max(int(listed[tp]), 0), 1))
+        # Tansu answers a Fetch with max_wait_time=0 with an empty response (no partitions at all), so wait a
+        # little; min_bytes=0 makes a real Kafka answer at once anyway.
         request = FetchRequest(
-            max_wait_time=0, min_bytes=0, max_bytes=1, isolation_level=0, topics=list(topics.items())
+            max_wait_time=_FETCH_WAIT_MS, min_bytes=0, max_bytes=1, isolation_level=0, topics=list(topics.items())
         )
         response = await client.send(node_id, request)
         for topic, partitions in response.topics:

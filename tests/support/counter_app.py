@@ -20,8 +20,10 @@ def main(argv: list[str]) -> None:
         session_timeout_s=3.0, heartbeat_interval_s=0.5, rebalance_timeout_s=3.0,
         fetch_highwater_workaround=workaround,
     ))
-    source = app.topic(in_topic, key_type=bytes, value_type=bytes, partitions=2)
-    sink = app.topic(out_topic, key_type=bytes, value_type=bytes, partitions=1)
+    source = app.topic(in_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                       value_serializer="raw", partitions=2)
+    sink = app.topic(out_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", partitions=1)
     counts = app.Table("counts", default=int, partitions=2, key_type=str, value_type=int,
                        options=ROCKSDB_OPTIONS)
 
