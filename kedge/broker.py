@@ -98,27 +98,30 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         """Start the broker and return once it answers metadata requests."""
-        binary = resolve_binary(self.binary)
-        ensure_port_free(self.host, self.port)
-        url = f"tcp://{self.host}:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self.proc = subprocess.Popen(
-                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={"PATH": "/usr/bin:/bin", "RUST_LOG": "warn"},
-            )
-        except OSError as exc:
-            raise BrokerError(f"cannot start {binary}: {exc.strerror or exc}") from exc
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
+        self.proc = self._spawn()
         try:
             await wait_until_ready(self.bootstrap, self.ready_timeout_s, self.proc)
         except BaseException:
             self.stop()
             raise
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process (takes milliseconds); its output goes to ``log_path`` or nowhere."""
+        binary = resolve_binary(self.binary)
+        ensure_port_free(self.host, self.port)
+        url = f"tcp://{self.host}:{self.port}"
+        argv = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]
+        env = {"PATH": "/usr/bin:/bin", "RUST_LOG": "warn"}
+        try:
+            if self.log_path is None:
+                return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        stdin=subprocess.DEVNULL, env=env)
+            with self.log_path.open("ab") as out:
+                return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env)
+        except OSError as exc:
+            raise BrokerError(f"cannot start {binary}: {exc.strerror or exc}") from exc
 
     def stop(self, timeout_s: float = 5.0) -> int | None:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``); returns its exit code."""

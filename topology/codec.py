@@ -12,8 +12,9 @@ a :class:`faust.Schema` (which sees the whole message). Use it for every topic t
 
     await send_event(events, event)         # key = the event's partition key, headers ce_*
 
-A record that is not a valid CloudEvent raises :class:`schemas.events.MalformedEvent` from the decoder; Faust
-then logs it and skips the record (``on_decode_error``): one bad record never stops an agent.
+A record that is not a valid CloudEvent arrives as a :class:`schemas.events.MalformedEvent` *value* (not
+raised): Faust would re-raise a decode error inside the agent's ``async for`` and crash it, while a producer we
+do not control can always write a bad record. The agent logs and skips it; one bad record never stops an agent.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from typing import Any
 
 import faust
 from faust.types import AppT, CodecArg, Message
-from faust.types.tuples import FutureMessage, RecordMetadata
+from faust.types.tuples import RecordMetadata
 
 from schemas.binding import from_kafka, to_kafka
-from schemas.events import DeviceEvent
+from schemas.events import DeviceEvent, MalformedEvent
 
 __all__ = ["CLOUDEVENT_SCHEMA", "CloudEventSchema", "send_event"]
 
 
-class CloudEventSchema(faust.Schema):
+class CloudEventSchema(faust.Schema):  # type: ignore[type-arg]
     """Binary-mode CloudEvents both ways (raw bytes keys, ``ce_*`` headers, data as the value)."""
 
     def __init__(self) -> None:
@@ -39,9 +40,11 @@ class CloudEventSchema(faust.Schema):
     def loads_value(
         self, app: AppT, message: Message, *, loads: Any = None, serializer: CodecArg = None
     ) -> Any:
-        headers = message.headers or []
-        items = headers.items() if isinstance(headers, dict) else headers
-        return from_kafka(message.key, message.value, items)
+        headers: Any = message.headers or []
+        try:
+            return from_kafka(message.key, message.value, headers.items() if isinstance(headers, dict) else headers)
+        except MalformedEvent as exc:
+            return exc
 
     def dumps_value(
         self, app: AppT, value: Any, *, serializer: CodecArg = None, headers: Any
@@ -60,5 +63,6 @@ CLOUDEVENT_SCHEMA = CloudEventSchema()
 
 async def send_event(topic: faust.types.TopicT, event: DeviceEvent) -> RecordMetadata:
     """Send ``event`` keyed by its partition key and wait until Kafka acknowledged it."""
-    fut: FutureMessage = await topic.send(key=event.key, value=event, schema=CLOUDEVENT_SCHEMA)
-    return await fut
+    pending = await topic.send(key=event.key, value=event, schema=CLOUDEVENT_SCHEMA)
+    metadata: RecordMetadata = await pending
+    return metadata

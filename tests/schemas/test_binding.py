@@ -79,8 +79,8 @@ def test_we_parse_what_the_legacy_sdk_writes() -> None:
         ([("ce_specversion", b"0.3"), ("ce_id", b"1")], "unsupported specversion"),
         ([("ce_specversion", b"1.0"), ("ce_type", b"t"), ("ce_source", b"s"), ("ce_time", b"2022-01-01T00:00:00Z")],
          "'id'"),
-        ([("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_type", b"t"), ("ce_source", b"s"), ("ce_time", b"yesterday")],
-         "invalid time"),
+        ([("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_type", b"t"), ("ce_source", b"s"),
+          ("ce_time", b"yesterday")], "invalid time"),
         ([("ce_specversion", b"1.0"), ("ce_id", b"\xff")], "not UTF-8"),
     ],
 )

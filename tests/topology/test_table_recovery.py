@@ -7,6 +7,7 @@ stops at the base offset of the last changelog batch and counts come back too lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from tests.support.procs import ProcGroup, eventually, python
 from topology.apply import apply
 from topology.declare import TopicSpec
-from tests.support.procs import ProcGroup, eventually, python
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,10 +46,8 @@ async def _counts_until(consumer: AIOKafkaConsumer, want: int, timeout_s: float)
                 for r in records:
                     latest[r.key.decode()] = max(latest.get(r.key.decode(), 0), int(r.value))
 
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(drain(), timeout_s)
-    except TimeoutError:
-        pass
     return latest
 
 
