@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.registry_follower import FollowerConfig, run_follower
+from agents.registry_follower import GROUP, FollowerConfig, run_follower
 from kedge.kafka import common_options
 from kedge.settings import Settings
 from registry.errors import Conflict, NotFound
@@ -64,6 +65,13 @@ class RegistryConditions:
         log.error("could not set %s on application %r after %d attempts", KAFKA_READY, app, _ATTEMPTS)
 
 
+def follower_group(settings: Settings) -> str:
+    """One follower group per registry database: API hosts sharing a database share the work; installations
+    that share a Kafka cluster (or a test run's broker) do not steal each other's partitions."""
+    digest = hashlib.blake2b(settings.registry_database_url.encode(), digest_size=6).hexdigest()
+    return f"{GROUP}-{digest}"
+
+
 class FollowerTask:
     """Runs the follower for the life of the API host (``start``/``stop`` from its lifespan)."""
 
@@ -76,7 +84,8 @@ class FollowerTask:
     def start(self) -> None:
         s = self.settings
         config = FollowerConfig(bootstrap_servers=s.kafka.bootstrap_servers, instance=s.instance,
-                                app_partitions=s.topology.app_partitions, replication=s.topology.replication_factor)
+                                app_partitions=s.topology.app_partitions, replication=s.topology.replication_factor,
+                                group_id=follower_group(s))
         self._task = asyncio.create_task(run_follower(config, RegistryConditions(self.registry),
                                                       client_options=common_options(s.kafka), stop=self._stop))
 

@@ -1,5 +1,6 @@
-"""SQL schema of the registry (SQLAlchemy Core). The Alembic migrations in ``registry/migrations`` create it.
+"""SQL schema of the registry (SQLAlchemy Core).
 
+The Alembic migrations in ``registry/migrations/versions`` create these tables (a test compares them).
 Invariant: every change of ``apps``/``devices`` writes its ``outbox`` row in the same transaction.
 """
 
@@ -9,7 +10,7 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
-JSON = sa.JSON().with_variant(sa.JSON(none_as_null=True), "postgresql")
+JSON = sa.JSON()
 TS = sa.DateTime(timezone=True)
 
 
@@ -57,6 +58,7 @@ device_aliases = sa.Table(
     sa.Column("alias", sa.Text, primary_key=True),
     sa.Column("device", sa.String(255), nullable=False),
     sa.ForeignKeyConstraint(["app", "device"], ["devices.app", "devices.name"], ondelete="CASCADE"),
+    sa.Index("device_aliases_device", "app", "device"),
 )
 
 outbox = sa.Table(
@@ -65,5 +67,7 @@ outbox = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("key", sa.Text, nullable=False),
     sa.Column("value", sa.LargeBinary, nullable=False),
+    #: application-level change: one copy to every partition of the ``registry`` topic
+    sa.Column("all_partitions", sa.Boolean, nullable=False),
     sa.Column("created", TS, nullable=False),
 )

@@ -46,16 +46,17 @@ class ScopedMetadataIn(_MetadataIn):
     application: str | None = None
 
 
-class ApplicationIn(BaseModel):
-    """An application as sent by a client. Top-level unknown fields are ignored, like Drogue."""
+class ApplicationIn(_Strict):
+    """An application as sent by a client. Unknown top-level fields are refused (a typo like ``sepc`` would
+    otherwise silently drop the spec)."""
 
     metadata: NonScopedMetadataIn
     spec: JsonObject = Field(default_factory=dict)
     status: JsonObject = Field(default_factory=dict)
 
 
-class DeviceIn(BaseModel):
-    """A device as sent by a client."""
+class DeviceIn(_Strict):
+    """A device as sent by a client (unknown top-level fields refused)."""
 
     metadata: ScopedMetadataIn
     spec: JsonObject = Field(default_factory=dict)
@@ -123,6 +124,21 @@ class AliasSection(RootModel[list[str]]):
     """``spec.alias``: a list of alternative names of the device."""
 
 
+class MqttDialect(BaseModel):
+    """``spec.mqtt.dialect``: ``{"type": "drogue/v1"}`` or ``{"type": "plainTopic", "devicePrefix": bool}``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: Literal["drogue/v1", "plainTopic"]
+    device_prefix: bool = Field(default=False, alias="devicePrefix")
+
+
+class MqttSection(BaseModel):
+    """``spec.mqtt`` of a device or application (other keys tolerated)."""
+
+    dialect: MqttDialect | None = None
+
+
 # ------------------------------------------------------------------------------------ internal change record
 
 
@@ -136,6 +152,11 @@ class RegistryChange(BaseModel):
     ``.spec.<key>``, ``.status.<key>``). ``disabled`` is the resource's ``spec.core.disabled`` after the change
     (True for deletions is NOT implied: consumers check ``operation``). ``cascade`` marks device deletions
     caused by deleting their application (Drogue sends no application-visible event for those).
+
+    ``operation`` is ``deleted`` for every change that leaves the resource deleting or gone: the hard delete
+    (paths ``["."]``), the soft delete that sets ``deletionTimestamp`` while finalizers are pending (paths
+    ``[".metadata"]``, ``deleting`` True) and any later update of the deleting resource. So a consumer never
+    sees ``updated`` for a resource that can no longer be used.
     """
 
     model_config = ConfigDict(populate_by_name=True)
@@ -152,6 +173,8 @@ class RegistryChange(BaseModel):
     revision: int
     disabled: bool = False
     cascade: bool = False
+    #: the resource still exists but has a ``deletionTimestamp`` (finalizers pending)
+    deleting: bool = False
 
 
 # -------------------------------------------------------------------------------- device authentication (§9)

@@ -1,0 +1,1 @@
+"""The registry's HTTP API (FastAPI routers): resources (§8) and device authentication (§9)."""

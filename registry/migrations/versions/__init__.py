@@ -1,0 +1,1 @@
+"""Registry migration revisions (one module per revision)."""
