@@ -1,0 +1,118 @@
+"""Sans-I/O MQTT 3.1.1 and 5, server side: packets, the codec and the session state machine.
+
+Bytes in, packets and bytes out; no asyncio, no sockets. `encode(packet, version)` and `Decoder.feed`
+are the codec; `ServerSession` is one connection's state machine for an I/O shell."""
+
+from protocols.mqtt.decoder import Decoder
+from protocols.mqtt.encode import encode
+from protocols.mqtt.events import (
+    ConnectReceived,
+    DisconnectReceived,
+    Event,
+    ProtocolViolation,
+    PubackReceived,
+    PublishReceived,
+    SubscribeReceived,
+    UnsubscribeReceived,
+)
+from protocols.mqtt.packets import (
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    Subscription,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+from protocols.mqtt.properties import (
+    AckProperties,
+    AuthProperties,
+    ConnackProperties,
+    ConnectProperties,
+    DisconnectProperties,
+    PublishProperties,
+    SubscribeProperties,
+    UnsubscribeProperties,
+    WillProperties,
+)
+from protocols.mqtt.reason import (
+    ConnackReturnCode,
+    MqttProtocolError,
+    ProtocolVersion,
+    ReasonCode,
+    to_v311_connack,
+)
+from protocols.mqtt.session import ServerSession
+from protocols.mqtt.session_config import (
+    InflightWindowFull,
+    PacketTooLargeForClient,
+    SessionConfig,
+    SessionError,
+    State,
+)
+from protocols.mqtt.wire import check_topic_filter, check_topic_name, split_shared
+
+__all__ = [
+    "AckProperties",
+    "Auth",
+    "AuthProperties",
+    "Connack",
+    "ConnackProperties",
+    "ConnackReturnCode",
+    "Connect",
+    "ConnectProperties",
+    "ConnectReceived",
+    "Decoder",
+    "Disconnect",
+    "DisconnectProperties",
+    "DisconnectReceived",
+    "Event",
+    "InflightWindowFull",
+    "MqttProtocolError",
+    "Packet",
+    "PacketTooLargeForClient",
+    "PingReq",
+    "PingResp",
+    "ProtocolVersion",
+    "ProtocolViolation",
+    "PubAck",
+    "PubComp",
+    "PubRec",
+    "PubRel",
+    "PubackReceived",
+    "Publish",
+    "PublishProperties",
+    "PublishReceived",
+    "ReasonCode",
+    "ServerSession",
+    "SessionConfig",
+    "SessionError",
+    "State",
+    "SubAck",
+    "Subscribe",
+    "SubscribeProperties",
+    "SubscribeReceived",
+    "Subscription",
+    "UnsubAck",
+    "Unsubscribe",
+    "UnsubscribeProperties",
+    "UnsubscribeReceived",
+    "Will",
+    "WillProperties",
+    "check_topic_filter",
+    "check_topic_name",
+    "encode",
+    "split_shared",
+    "to_v311_connack",
+]
