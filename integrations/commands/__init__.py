@@ -1,0 +1,1 @@
+"""The command & control API (reference §7.3) and its Kafka side: commands to ``iot-commands``, outcomes back."""
