@@ -1,0 +1,87 @@
+"""Run the HTTP endpoint with uvicorn (uvloop + httptools) until SIGTERM/SIGINT.
+
+The listening socket is bound before uvicorn starts, so port 0 works and the real address is known. On
+SIGTERM uvicorn stops accepting, finishes the requests in flight, then the lifespan shutdown flushes and
+closes the producer: an accepted (202) event is never dropped by a clean stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import signal
+import socket
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from types import FrameType
+
+import uvicorn
+
+from ingress.http.app import HttpEndpoint, Resources
+from ingress.metrics import IngressMetrics
+from kedge.settings import Settings
+
+__all__ = ["bind", "build_app", "run"]
+
+
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port`` 0: a free one).
+
+    With ``reuse_port`` several processes can listen on the same port (``SO_REUSEPORT``): the way to scale the
+    endpoint over cores is to run more `kedge serve http` processes, each with its own producer.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def build_app(
+    settings: Settings,
+    metrics: IngressMetrics,
+    resources: Callable[[], AbstractAsyncContextManager[Resources]],
+    on_ready: Callable[[], None] | None = None,
+) -> HttpEndpoint:
+    def ready() -> None:
+        # Everything loaded by now (libraries, settings, the registry's models) lives as long as the process:
+        # keep it out of the cyclic GC's generations so collections only walk per-request garbage.
+        gc.freeze()
+        if on_ready is not None:
+            on_ready()
+
+    return HttpEndpoint(
+        instance=settings.instance,
+        max_payload_bytes=settings.http.max_payload_bytes,
+        max_command_timeout_s=settings.http.max_command_timeout_s,
+        metrics=metrics,
+        resources=resources,
+        on_ready=ready,
+    )
+
+
+class _Server(uvicorn.Server):
+    """SIGTERM is the normal way to stop an endpoint: after the graceful shutdown the process exits 0.
+
+    (uvicorn re-raises a captured signal after shutting down, which would make the exit status -15.)
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            with contextlib.suppress(AttributeError, ValueError):
+                self._captured_signals.remove(sig)
+
+
+def run(app: HttpEndpoint, sock: socket.socket, *, log_level: str = "info", access_log: bool = False) -> None:
+    """Serve ``app`` on ``sock`` in this thread until a stop signal (uvicorn installs the handlers)."""
+    config = uvicorn.Config(
+        app, loop="uvloop", http="httptools", ws="none", lifespan="on", interface="asgi3",
+        log_level=log_level, access_log=access_log, proxy_headers=False, server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    _Server(config).run(sockets=[sock])
