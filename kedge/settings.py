@@ -31,6 +31,15 @@ class KafkaSettings(_Section):
     request_timeout_ms: int = Field(10_000, ge=100)
     #: off for the embedded broker (Tansu rejects InitProducerId); may be on for a real Kafka
     enable_idempotence: bool = False
+    #: device events awaiting their Kafka ack per process (ingress/publish.py); above it a publish is refused
+    #: (QueueFull: HTTP 503, MQTT 5 0x97) instead of buffering without bound
+    max_in_flight: int = Field(8192, ge=1)
+    #: the same bound in payload bytes
+    max_in_flight_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    #: upper bound of one publish (enqueue + ack); past it the publish fails as unavailable (HTTP 503)
+    publish_timeout_s: float = Field(10.0, gt=0)
+    #: retry interval while the shared producer cannot reach Kafka (the endpoint answers 503 meanwhile)
+    connect_retry_s: float = Field(1.0, gt=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -71,16 +80,26 @@ class WorkerSettings(_Section):
     web_enabled: bool = False
     #: Tansu's ListOffsets(LATEST) is wrong for multi-record batches; take recovery high-waters from Fetch
     fetch_highwater_workaround: bool = True
+    #: how long a fetch waits for data; Faust's 1500 ms would add up to 1.5 s to every request/reply hop
+    fetch_max_wait_ms: int = Field(5, ge=1, le=10_000)
     table_standby_replicas: int = Field(0, ge=0)
 
 
 class LeaseSettings(_Section):
-    """Endpoint instance leases (heartbeats) for the lease watcher."""
+    """Endpoint instance leases (heartbeats), the lease watcher, and the endpoints' `StateClient`."""
 
+    #: how often an endpoint renews its lease
     heartbeat_interval_s: float = Field(2.0, gt=0)
+    #: how long a lease lasts without renewal; a dead endpoint's devices are released within
+    #: lease_s + check_interval_s
     lease_s: float = Field(6.0, gt=0)
+    #: how often the worker's lease watcher looks for expired leases
     check_interval_s: float = Field(1.0, gt=0)
+    #: bounded wait of an endpoint for the agent's answer to a connect ("server unavailable" after it)
     connect_timeout_s: float = Field(5.0, gt=0)
+    #: fetch wait of the StateClient's endpoint-control consumer (the embedded broker answers a fetch only
+    #: when it times out, so this bounds the reply latency there; a real Kafka answers as data arrives)
+    control_fetch_wait_ms: int = Field(10, ge=1, le=1000)
 
 
 class RegistrySettings(_Section):
@@ -91,7 +110,9 @@ class RegistrySettings(_Section):
     anonymous_write: bool = False
     auth_cache_size: int = Field(100_000, ge=0)
     auth_cache_ttl_s: float = Field(300.0, ge=0)
+    #: first retry delay of the outbox relay after a Kafka failure; doubles up to outbox_max_backoff_s
     outbox_retry_s: float = Field(2.0, gt=0)
+    outbox_max_backoff_s: float = Field(30.0, gt=0)
 
 
 class ApiSettings(_Section):
@@ -103,24 +124,55 @@ class ApiSettings(_Section):
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     jwt_ttl_s: int = Field(3600, ge=1)
+    #: the `iss` of the JWTs Kedge issues itself (set it to the API host's URL to let other processes use it
+    #: as their `oidc_issuer`); the audience is `oidc_audience` or "kedge"
+    jwt_issuer: str = "kedge"
+    #: the local admin user created on first start (password in <data_dir>/admin-credentials.json)
+    admin_username: str = "admin"
+    #: how long an OIDC issuer's key set (JWKS) is cached
+    jwks_cache_s: float = Field(300.0, gt=0)
 
 
 class HttpEndpointSettings(_Section):
+    """The HTTP device endpoint (`kedge serve http`, reference §7.1)."""
+
     host: str = "127.0.0.1"
+    #: 0 picks a free port (printed at start)
     port: int = Field(8088, ge=0, le=65535)
+    #: larger bodies get 413 (checked from Content-Length and while reading a chunked body); Drogue: 65536
     max_payload_bytes: int = Field(256 * 1024, ge=1)
+    #: largest accepted `ct`/`commandTimeout` query parameter, seconds (larger: 400)
+    max_command_timeout_s: int = Field(3600, ge=0)
+    access_log: bool = False
+    #: SO_REUSEPORT: several `kedge serve http` processes may share the port (the kernel spreads connections)
+    reuse_port: bool = False
 
 
 class MqttEndpointSettings(_Section):
+    """The MQTT device endpoint (`kedge serve mqtt`, reference §5)."""
+
     host: str = "127.0.0.1"
+    #: 0 picks a free port (printed at start)
     port: int = Field(1883, ge=0, le=65535)
+    #: MQTT over TLS (e.g. 8883; 0: any free port); needs tls_cert and tls_key (PEM; may be one file)
     tls_port: int | None = None
+    #: MQTT over WebSocket, subprotocol `mqtt`, plain (0: any free port)
     ws_port: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: CA of optional client certificates (TLS listener); unset: no client certificates requested
     tls_client_ca: Path | None = None
     max_packet_bytes: int = Field(256 * 1024, ge=64)
+    #: a connection that sends no CONNECT within this is closed
     connect_timeout_s: float = Field(10.0, gt=0)
+    #: QoS 1 publishes of one connection awaiting their Kafka ack; at this many the socket is not read
+    #: (back-pressure); also the MQTT 5 Receive Maximum advertised in CONNACK
+    max_pending_publishes: int = Field(64, ge=1, le=65535)
+    #: per-connection cache of `authorize_as` answers (publishing on behalf of another device)
+    as_cache_size: int = Field(128, ge=0)
+    as_cache_ttl_s: float = Field(30.0, ge=0)
+    #: port of a small HTTP listener serving GET /metrics (None: none; 0: any free port)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
 
 
 class IntegrationSettings(_Section):
@@ -130,6 +182,32 @@ class IntegrationSettings(_Section):
     ws_port: int = Field(8082, ge=0, le=65535)
     token_check_interval_s: float = Field(5.0, gt=0)
     max_inflight: int = Field(16, ge=1)
+    #: WebSocket integration: server pings (reference §10: every 5 s; no pong within the timeout -> closed)
+    ws_ping_interval_s: float = Field(5.0, gt=0)
+    ws_ping_timeout_s: float = Field(10.0, gt=0)
+    #: how often a WebSocket session commits the offsets of the events it examined (named group_id only)
+    ws_commit_interval_s: float = Field(1.0, gt=0)
+    #: Kafka consumer-group timing of the integrations' consumers (short: a reconnecting application rejoins its
+    #: group in seconds; the embedded broker makes a join wait about one session timeout, embedded-kafka.md §1)
+    consumer_session_timeout_s: float = Field(3.0, gt=0)
+    consumer_heartbeat_interval_s: float = Field(0.5, gt=0)
+    consumer_rebalance_timeout_s: float = Field(3.0, gt=0)
+    #: MQTT integration (`max_inflight` above: QoS 1 messages per subscription awaiting PUBACK)
+    mqtt_max_packet_bytes: int = Field(256 * 1024, ge=64)
+    #: a connection that sends no CONNECT within this is closed
+    mqtt_connect_timeout_s: float = Field(10.0, gt=0)
+    #: fetch wait of the subscriptions' consumers (the embedded broker answers a fetch only at its timeout)
+    mqtt_fetch_wait_ms: int = Field(100, ge=1, le=10_000)
+    #: subscriptions (Kafka consumers) per connection; more are refused with SUBACK 0x97 quota exceeded
+    mqtt_max_subscriptions: int = Field(32, ge=1)
+    #: SUBACK waits at most this long for the subscription's first group join (then it is granted anyway)
+    mqtt_subscribe_timeout_s: float = Field(15.0, gt=0)
+    #: an MQTT-over-TLS listener (mqtts, usually 8884) with this certificate chain and key (PEM)
+    mqtt_tls_port: int | None = Field(None, ge=0, le=65535)
+    mqtt_tls_cert: Path | None = None
+    mqtt_tls_key: Path | None = None
+    #: an MQTT-over-WebSocket listener (subprotocol `mqtt`, any path; plain, like the device endpoint's)
+    mqtt_ws_port: int | None = Field(None, ge=0, le=65535)
 
 
 class Settings(BaseSettings):

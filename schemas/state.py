@@ -9,6 +9,12 @@ Topics (DESIGN.md "Topics"):
   :class:`DeliverCommand` and :class:`CommandOutcome`; each endpoint reads only the records keyed by its
   own instance id.
 * ``endpoint-heartbeats`` (key: endpoint instance id, compacted) carries :class:`Heartbeat`.
+* ``device-state`` also carries :class:`EndpointLost`, sent by the lease watcher once to EVERY partition (explicit
+  partition number, key ``endpoint-lost/<instance>``): each partition's agent ends its own holders of that instance.
+
+Addressing on ``endpoint-control``: a record for instance ``i`` goes to partition :func:`control_partition`
+(``crc32(i) % partitions``) with key ``i``; an endpoint reads only that partition and drops records whose key is
+not its own instance id. With one partition (the default) every endpoint filters; more partitions spread the load.
 
 :class:`RegistryChangeView` is the agent's small view of a registry change (the full record lives in
 ``schemas.registry``); build it with :meth:`RegistryChangeView.of`.
@@ -25,6 +31,7 @@ import binascii
 import dataclasses
 import types
 import typing
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, Self, TypeVar, Union
@@ -287,11 +294,27 @@ class Heartbeat(_Record):
             raise MalformedRecord(f"invalid lease_s {self.lease_s!r}")
 
 
-StateRequest = ConnectRequest | DisconnectRequest | RegistryChangeView | CommandRequest
+@dataclass(frozen=True, slots=True)
+class EndpointLost(_Record):
+    """The lease of ``endpoint`` expired or was released: end every connection it holds (``endpoint_lost``)."""
+
+    KIND: ClassVar[str] = "endpoint-lost"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("endpoint",)
+    endpoint: str
+
+
+def control_partition(instance_id: str, partitions: int) -> int:
+    """The ``endpoint-control`` partition that carries every record addressed to ``instance_id``."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    return zlib.crc32(instance_id.encode("utf-8")) % partitions
+
+
+StateRequest = ConnectRequest | DisconnectRequest | RegistryChangeView | CommandRequest | EndpointLost
 ControlRecord = Reply | Kick | DeliverCommand | CommandOutcome
 
 _STATE_KINDS: dict[str, type[StateRequest]] = {
-    c.KIND: c for c in (ConnectRequest, DisconnectRequest, RegistryChangeView, CommandRequest)
+    c.KIND: c for c in (ConnectRequest, DisconnectRequest, RegistryChangeView, CommandRequest, EndpointLost)
 }
 _CONTROL_KINDS: dict[str, type[ControlRecord]] = {
     c.KIND: c for c in (Reply, Kick, DeliverCommand, CommandOutcome)

@@ -30,27 +30,37 @@ ENDED_MEMORY = 16
 
 @dataclass(frozen=True, slots=True)
 class Holder:
-    """The connection that currently holds the device."""
+    """The connection that currently holds the device; ``sequence`` is that of its ``connected`` event."""
 
+    app: str
+    device: str
     connection_id: str
     endpoint: str
     protocol: str
     app_uid: str
     device_uid: str
     since: float
+    sequence: int
     will: Will | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RegistryMark:
-    """The last registry change applied at one level (device or application) and the block it implies.
+    """The last registry change applied to one resource incarnation (``uid``) and the block it implies.
 
-    ``block`` is set while connects of the resource incarnation ``uid`` are refused (deleted/disabled).
+    ``block`` is set while connects of that incarnation are refused (deleted/disabled).
     """
 
     uid: str
     revision: int
     block: Reason | None
+
+
+#: Registry marks of one resource (device, or application in one partition), oldest first, at most
+#: :data:`MARK_MEMORY` incarnations (uids): a late record of a deleted incarnation never hides the block of
+#: the current one.
+Marks = tuple[RegistryMark, ...]
+MARK_MEMORY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +69,13 @@ class DeviceState:
 
     ``sequence`` is the last sequence number given to a connection event of this device; it only grows, also
     across periods without a holder. ``ended`` holds the most recent ended connection ids, oldest first.
+    ``marks`` are the device-level registry marks.
     """
 
     holder: Holder | None = None
     sequence: int = 0
     ended: tuple[str, ...] = ()
-    device_mark: RegistryMark | None = None
-    app_mark: RegistryMark | None = None
+    marks: Marks = ()
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(_state_dict(self))
@@ -79,11 +89,25 @@ class DeviceState:
                 holder=None if h is None else _holder(h),
                 sequence=int(d["sequence"]),
                 ended=tuple(str(c) for c in d["ended"]),
-                device_mark=_mark(d.get("device_mark")),
-                app_mark=_mark(d.get("app_mark")),
+                marks=marks_from_list(d.get("marks") or []),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise MalformedRecord(f"device state: {e!r}") from None
+
+
+def marks_to_bytes(marks: Marks) -> bytes:
+    return orjson.dumps(_marks_list(marks))
+
+
+def marks_from_bytes(raw: bytes | bytearray | memoryview | str) -> Marks:
+    try:
+        return marks_from_list(orjson.loads(raw))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise MalformedRecord(f"registry marks: {e!r}") from None
+
+
+def marks_from_list(items: list[dict[str, Any]]) -> Marks:
+    return tuple(_mark(d) for d in items)
 
 
 # -------------------------------------------------------------------------------------------------- effects
@@ -163,32 +187,32 @@ def event_id(connection_id: str, what: str) -> str:
 def _state_dict(s: DeviceState) -> dict[str, Any]:
     h = s.holder
     return {
-        "v": 1,
+        "v": 2,
         "holder": None
         if h is None
         else {
+            "app": h.app,
+            "device": h.device,
             "connection_id": h.connection_id,
             "endpoint": h.endpoint,
             "protocol": h.protocol,
             "app_uid": h.app_uid,
             "device_uid": h.device_uid,
             "since": h.since,
+            "sequence": h.sequence,
             "will": None if h.will is None else h.will.to_dict(),
         },
         "sequence": s.sequence,
         "ended": list(s.ended),
-        "device_mark": _mark_dict(s.device_mark),
-        "app_mark": _mark_dict(s.app_mark),
+        "marks": _marks_list(s.marks),
     }
 
 
-def _mark_dict(m: RegistryMark | None) -> dict[str, Any] | None:
-    return None if m is None else {"uid": m.uid, "revision": m.revision, "block": m.block}
+def _marks_list(marks: Marks) -> list[dict[str, Any]]:
+    return [{"uid": m.uid, "revision": m.revision, "block": m.block} for m in marks]
 
 
-def _mark(d: dict[str, Any] | None) -> RegistryMark | None:
-    if d is None:
-        return None
+def _mark(d: dict[str, Any]) -> RegistryMark:
     block = d["block"]
     return RegistryMark(str(d["uid"]), int(d["revision"]), None if block is None else Reason(block))
 
@@ -197,11 +221,14 @@ def _holder(h: dict[str, Any]) -> Holder:
     w = h["will"]
     will = None if w is None else Will(str(w["channel"]), base64.b64decode(w["payload"]), w["content_type"])
     return Holder(
+        app=str(h["app"]),
+        device=str(h["device"]),
         connection_id=str(h["connection_id"]),
         endpoint=str(h["endpoint"]),
         protocol=str(h["protocol"]),
         app_uid=str(h["app_uid"]),
         device_uid=str(h["device_uid"]),
         since=float(h["since"]),
+        sequence=int(h["sequence"]),
         will=will,
     )

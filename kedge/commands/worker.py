@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agents.config import AgentConfig
 from kedge.settings import Settings
 from topology.faust_app import FaustConfig
 
@@ -20,19 +21,34 @@ def faust_config(settings: Settings) -> FaustConfig:
         web_enabled=w.web_enabled,
         web_port=w.web_port,
         fetch_highwater_workaround=w.fetch_highwater_workaround,
+        fetch_max_wait_ms=w.fetch_max_wait_ms,
         standby_replicas=w.table_standby_replicas,
+    )
+
+
+def agent_config(settings: Settings) -> AgentConfig:
+    return AgentConfig(
+        instance=settings.instance,
+        device_partitions=settings.topology.device_partitions,
+        endpoint_partitions=settings.topology.endpoint_partitions,
+        lease_check_interval_s=settings.lease.check_interval_s,
     )
 
 
 def worker() -> None:
     """Run the Faust worker (device state, leases, registry events, command routing) until Ctrl-C.
 
-    Run several to split the partitions; RocksDB tables live under KEDGE_DATA_DIR/worker.
+    Run several to split the partitions; RocksDB tables live under KEDGE_DATA_DIR/worker (per worker: give
+    each worker on one host its own KEDGE_DATA_DIR). Topics must exist first (`kedge topology apply`).
     """
     from faust import Worker
 
     from agents.app import create_app
 
     settings = Settings.load()
-    built = create_app(faust_config(settings))
-    Worker(built.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    built = create_app(faust_config(settings), agent_config(settings))
+    runner = Worker(built.app, loglevel=settings.log_level, quiet=True)
+    # Faust's progress spinner sets the root logger to DEBUG whenever the level is WARN or above, so every
+    # debug() call of aiokafka builds a log record (a quarter of the worker's CPU at log level warning)
+    runner.spinner = None
+    runner.execute_from_commandline()

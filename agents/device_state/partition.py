@@ -1,0 +1,146 @@
+"""One partition of the device-state agent, without Faust: tables in, effects out.
+
+A :class:`PartitionCore` owns the device states of one partition of the device-keyed topics (the single
+writer of those devices) and two in-memory indexes over them, rebuilt from the partition's ``sessions``
+table when the partition is (re)assigned and maintained as holders change:
+
+* endpoint instance -> {device key: connection id} — so :class:`~schemas.state.EndpointLost` ends exactly
+  the devices that instance holds here, without scanning the table;
+* application -> {device keys held} — so an application-level registry change reaches every live
+  connection of that app in this partition, without scanning the table.
+
+The indexes are derived data, so they live in memory and are rebuilt by one scan of the partition's own
+RocksDB store (not of the whole table) on (re)assignment: a Faust table has no prefix scan, and a persisted
+per-endpoint or per-app value would be rewritten on every connect (O(sessions) per write). The rebuild
+costs well under a second per 100k sessions and happens only after a rebalance.
+
+The Faust agent (``agents.device_state.agent``) is a thin shell around it; the property tests drive it
+directly with plain dicts as tables.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
+from urllib.parse import unquote
+
+import orjson
+
+from agents.device_state.decide import DeviceRequest, decide, decide_app
+from agents.device_state.model import DeviceState, Effect, Holder, Marks, marks_from_bytes, marks_to_bytes
+from schemas.keys import app_key, device_key
+from schemas.state import (
+    ConnectRequest,
+    DisconnectRequest,
+    EndpointLost,
+    Reason,
+    RegistryChangeView,
+    Scope,
+    StateRequest,
+)
+
+
+def split_device_key(key: str) -> tuple[str, str]:
+    """``(app, device)`` of a :func:`schemas.keys.device_key` (``/`` is always encoded inside each part)."""
+    app, device = key.split("/")
+    return unquote(app, errors="strict"), unquote(device, errors="strict")
+
+
+class Table(Protocol):
+    """What the core needs of a table (a Faust table or a dict): key -> bytes."""
+
+    def get(self, key: str) -> bytes | None: ...
+    def __setitem__(self, key: str, value: bytes) -> None: ...
+
+
+class PartitionCore:
+    """Apply requests of one partition; ``sessions`` is keyed by device key, ``apps`` by ``app_key(app)``.
+
+    ``existing`` are the ``(device key, state bytes)`` already in this partition's ``sessions`` table.
+    """
+
+    def __init__(self, sessions: Table, apps: Table, existing: Iterable[tuple[str, bytes]] = ()) -> None:
+        self.sessions = sessions
+        self.apps = apps
+        self.by_endpoint: dict[str, dict[str, str]] = defaultdict(dict)
+        self.by_app: dict[str, set[str]] = defaultdict(set)
+        for key, raw in existing:
+            try:
+                holder = orjson.loads(raw)["holder"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue  # a corrupt entry: the record that touches it next is skipped and logged
+            if holder is not None:
+                self.by_endpoint[holder["endpoint"]][key] = holder["connection_id"]
+                self.by_app[holder["app"]].add(key)
+
+    def handle(self, request: StateRequest, now: float) -> list[Effect]:
+        """Apply one record of this partition and return the effects to carry out, in order."""
+        if isinstance(request, EndpointLost):
+            return self._endpoint_lost(request.endpoint, now)
+        if isinstance(request, RegistryChangeView) and request.scope is Scope.APPLICATION:
+            return self._app_change(request, now)
+        assert request.device is not None  # device-scoped records always name their device
+        return self._apply(device_key(request.app, request.device), request, now)
+
+    def holders(self) -> int:
+        """How many devices of this partition are held (for metrics and tests)."""
+        return sum(len(d) for d in self.by_endpoint.values())
+
+    # -------------------------------------------------------------------------------------------- internals
+
+    def _apply(self, key: str, request: DeviceRequest, now: float) -> list[Effect]:
+        raw = self.sessions.get(key)
+        state = DeviceState() if raw is None else DeviceState.from_bytes(raw)
+        app_marks: Marks = ()
+        if isinstance(request, ConnectRequest):  # only connects consult the app's marks
+            marks_raw = self.apps.get(app_key(request.app))
+            app_marks = () if marks_raw is None else marks_from_bytes(marks_raw)
+        new, effects = decide(state, request, now, app_marks)
+        if new is not state:
+            self.sessions[key] = new.to_bytes()
+            if new.holder != state.holder:
+                if state.holder is not None:
+                    self._unindex(key, state.holder)
+                if new.holder is not None:
+                    self._index(key, new.holder)
+        return effects
+
+    def _endpoint_lost(self, endpoint: str, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for key, connection_id in list(self.by_endpoint.get(endpoint, {}).items()):
+            app, device = split_device_key(key)
+            request = DisconnectRequest(app, device, connection_id, endpoint, Reason.ENDPOINT_LOST)
+            effects += self._apply(key, request, now)  # stale (index ahead of table) -> no effects
+        self.by_endpoint.pop(endpoint, None)
+        return effects
+
+    def _app_change(self, change: RegistryChangeView, now: float) -> list[Effect]:
+        akey = app_key(change.app)
+        raw = self.apps.get(akey)
+        marks = () if raw is None else marks_from_bytes(raw)
+        new_marks, block = decide_app(marks, change)
+        if new_marks != marks:
+            self.apps[akey] = marks_to_bytes(new_marks)
+        if block is None:
+            return []
+        effects: list[Effect] = []
+        for key in sorted(self.by_app.get(change.app, ())):
+            effects += self._apply(key, change.for_device(split_device_key(key)[1]), now)
+        return effects
+
+    def _index(self, key: str, holder: Holder) -> None:
+        self.by_endpoint[holder.endpoint][key] = holder.connection_id
+        self.by_app[holder.app].add(key)
+
+    def _unindex(self, key: str, holder: Holder) -> None:
+        held = self.by_endpoint.get(holder.endpoint)
+        if held is not None:
+            held.pop(key, None)
+            if not held:
+                del self.by_endpoint[holder.endpoint]
+        apps = self.by_app.get(holder.app)
+        if apps is not None:
+            apps.discard(key)
+            if not apps:
+                del self.by_app[holder.app]

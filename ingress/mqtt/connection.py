@@ -1,0 +1,384 @@
+"""One MQTT device connection: an ``asyncio.Protocol`` that moves bytes into the sans-I/O
+:class:`~protocols.mqtt.ServerSession` and writes what it returns; the decisions live in the session, the
+dialect (:mod:`ingress.mqtt.topics`) and here only as far as they need I/O (authentication, the device-state
+agent, Kafka).
+
+Invariants:
+
+* CONNACK only after the device-state agent accepted the connection (reference §4, DESIGN.md); reading is
+  paused meanwhile.
+* A QoS 1 PUBLISH is acknowledged only after Kafka acknowledged its event, and PUBACKs go out in the order
+  the PUBLISHes came in. On MQTT 3.1.1 (no negative PUBACK) a failed publish closes the connection instead of
+  being acknowledged.
+* While ``max_pending`` QoS 1 publishes of this connection wait for Kafka, the socket is not read.
+* Every accepted connection is ended towards the agent exactly once, except after a kick (the agent already
+  ended it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+from ingress.mqtt.admission import admit
+from ingress.mqtt.cache import TtlLru
+from ingress.mqtt.topics import DROGUE_V1, Dialect, Subscriptions, TopicInvalid
+from ingress.publish import PublishError, QueueFull
+from protocols.mqtt import (
+    ConnectReceived,
+    DisconnectReceived,
+    Event,
+    PacketTooLargeForClient,
+    ProtocolVersion,
+    ProtocolViolation,
+    Publish,
+    PublishProperties,
+    PublishReceived,
+    ReasonCode,
+    ServerSession,
+    SessionError,
+    State,
+    SubscribeReceived,
+    UnsubscribeReceived,
+)
+from protocols.mqtt.properties import EMPTY_PUBLISH
+from schemas.auth import AuthUnavailable, DeviceIdentity
+from schemas.events import DeviceEvent, PayloadRejected, build_device_event
+from schemas.state import DeliverCommand, Reason
+
+if TYPE_CHECKING:
+    from ingress.mqtt.endpoint import MqttEndpoint
+
+__all__ = ["MqttConnection", "kick_reason_code"]
+
+log = logging.getLogger(__name__)
+
+V5 = ProtocolVersion.V5
+#: a cached "not allowed" answer of authorize_as
+_DENIED = DeviceIdentity(app="", app_uid="", device="", device_uid="")
+
+_KICK_CODES = {
+    Reason.TAKEN_OVER: ReasonCode.SESSION_TAKEN_OVER,
+    Reason.DEVICE_DISABLED: ReasonCode.NOT_AUTHORIZED,
+    Reason.APP_DISABLED: ReasonCode.NOT_AUTHORIZED,
+}
+
+
+def kick_reason_code(reason: Reason) -> ReasonCode:
+    """The MQTT 5 DISCONNECT reason of a kick: 0x8E taken over, 0x87 disabled, else 0x98 administrative."""
+    return _KICK_CODES.get(reason, ReasonCode.ADMINISTRATIVE_ACTION)
+
+
+class _Ack:
+    """One QoS 1 PUBLISH waiting for its outcome; ``reason`` None while pending."""
+
+    __slots__ = ("packet_id", "reason", "started")
+
+    def __init__(self, packet_id: int) -> None:
+        self.packet_id = packet_id
+        self.reason: ReasonCode | None = None
+        self.started = time.perf_counter()
+
+
+class MqttConnection(asyncio.Protocol):
+    def __init__(self, endpoint: MqttEndpoint) -> None:
+        self.ep = endpoint
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.session = ServerSession(endpoint.session_config, now=self.loop.time())
+        self.version: ProtocolVersion | None = None
+        self.identity: DeviceIdentity | None = None
+        self.connection_id: str | None = None
+        self.dialect: Dialect = DROGUE_V1
+        self.subscriptions = Subscriptions()
+        #: the agent accepted this connection: it must be told when it ends
+        self.accepted = False
+        #: the end is decided (and, if accepted, reported or being reported)
+        self.ended = False
+        #: the agent ended it (kick): no disconnect request of ours
+        self.kicked = False
+        self._connecting = False
+        self._paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._acks: deque[_Ack] = deque()
+        self._as_cache: TtlLru[str, DeviceIdentity] = TtlLru(endpoint.as_cache_size, endpoint.as_cache_ttl_s)
+
+    # ------------------------------------------------------------------------------------------ transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not subclasses)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self._handle(self.session.receive(data, self.loop.time()))
+        self._flush()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._end(Reason.NORMAL, skip_will=False)
+        self.transport = None
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
+        self._arm()
+
+    def _close(self) -> None:
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _arm(self) -> None:
+        """Keep one timer at (or before) the session's next deadline; an early one just re-arms."""
+        deadline = self.session.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self._handle(self.session.poll(self.loop.time()))
+        self._flush()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        pause = self._connecting or len(self._acks) >= self.ep.max_pending
+        if pause and not self._paused:
+            transport.pause_reading()
+        elif not pause and self._paused:
+            transport.resume_reading()
+        self._paused = pause
+
+    # ------------------------------------------------------------------------------------------ events
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if type(event) is PublishReceived:
+                self._on_publish(event.publish)
+            elif type(event) is ConnectReceived:
+                self._connecting = True
+                self._update_reading()
+                self.ep.spawn(self._connect(event))
+            elif type(event) is SubscribeReceived:
+                self._on_subscribe(event)
+            elif type(event) is UnsubscribeReceived:
+                self._on_unsubscribe(event)
+            elif type(event) is DisconnectReceived:
+                self._end(Reason.NORMAL, skip_will=not event.publish_will)
+                self._close()
+            elif type(event) is ProtocolViolation:
+                log.debug("protocol violation on %s: %s", self.connection_id, event.message)
+                timeout = event.reason is ReasonCode.KEEP_ALIVE_TIMEOUT
+                self._end(Reason.KEEPALIVE_TIMEOUT if timeout else Reason.ERROR, skip_will=False)
+                self._close()
+
+    # ------------------------------------------------------------------------------------------ connect
+
+    async def _connect(self, event: ConnectReceived) -> None:
+        self.version = event.version
+        try:
+            code = await admit(self, event)
+        except Exception:
+            log.exception("connect failed")
+            code = ReasonCode.SERVER_UNAVAILABLE
+        if self.session.state is not State.AWAIT_CONNACK:
+            return
+        self._connecting = False
+        if code is not ReasonCode.SUCCESS:
+            self.session.connack(code)
+            self._close()
+            return
+        events = self.session.connack(
+            wildcard_subscription_available=True, shared_subscription_available=False,
+            subscription_identifiers_available=False, now=self.loop.time(),
+        )
+        self.ep.connection_opened(self)
+        self._handle(events)
+        self._flush()
+        self._update_reading()
+
+
+    # ------------------------------------------------------------------------------------------ end
+
+    def _end(self, reason: Reason, *, skip_will: bool) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.ep.unregister(self)
+        if self.accepted:
+            self.ep.connection_closed(self)
+            identity, cid = self.identity, self.connection_id
+            assert identity is not None and cid is not None
+            if not self.kicked:
+                self.ep.spawn(self.ep.state.disconnect(identity.app, identity.device, cid, reason, skip_will))
+
+    def kick(self, reason: Reason) -> None:
+        """The agent ended this connection: close it (MQTT 5 DISCONNECT with :func:`kick_reason_code`)."""
+        if self.ended:
+            return
+        self.kicked = True
+        if self.session.state is State.CONNECTED:
+            self.session.disconnect(kick_reason_code(reason))
+        self._end(reason, skip_will=False)
+        self._close()
+
+    def shutdown(self) -> None:
+        """The endpoint stops: MQTT 5 DISCONNECT 0x8B, close, and tell the agent (the Will applies)."""
+        if self.session.state is State.CONNECTED:
+            self.session.disconnect(ReasonCode.SERVER_SHUTTING_DOWN)
+        self._end(Reason.NORMAL, skip_will=False)
+        self._close()
+
+    # ------------------------------------------------------------------------------------------ publish
+
+    def _on_publish(self, publish: Publish) -> None:
+        ack = None
+        if publish.qos == 1 and publish.packet_id is not None:
+            ack = _Ack(publish.packet_id)
+            self._acks.append(ack)
+            self._update_reading()
+        identity = self.identity
+        assert identity is not None
+        try:
+            target = self.dialect.target(publish.topic)
+        except TopicInvalid:
+            self._done(ack, ReasonCode.TOPIC_NAME_INVALID)
+            return
+        origin: DeviceIdentity | None = identity
+        if target.device is not None and target.device != identity.device:
+            origin = self._as_cache.get(target.device, self.loop.time())
+            if origin is _DENIED:
+                self.ep.metrics.auth_failure("as_refused")
+                self._done(ack, ReasonCode.NOT_AUTHORIZED)
+                return
+            if origin is None:
+                self.ep.spawn(self._publish_as(publish, target.channel, target.device, ack))
+                return
+        self._publish(publish, target.channel, origin, ack)
+
+    async def _publish_as(self, publish: Publish, channel: str, device: str, ack: _Ack | None) -> None:
+        identity = self.identity
+        assert identity is not None
+        try:
+            result = await self.ep.authenticator.authorize_as(identity, device)
+        except AuthUnavailable as exc:
+            log.warning("device registry unavailable: %s", exc)
+            self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
+            return
+        origin = result.identity if result.ok and result.identity is not None else _DENIED
+        self._as_cache.put(device, origin, self.loop.time())
+        if origin is _DENIED:
+            self.ep.metrics.auth_failure("as_refused")
+            self._done(ack, ReasonCode.NOT_AUTHORIZED)
+            return
+        self._publish(publish, channel, origin, ack)
+
+    def _publish(self, publish: Publish, channel: str, origin: DeviceIdentity | None, ack: _Ack | None) -> None:
+        sender = self.identity
+        assert sender is not None and origin is not None
+        try:
+            event = build_device_event(
+                app=sender.app, app_uid=sender.app_uid, device=origin.device, device_uid=origin.device_uid,
+                sender=sender.device, sender_uid=sender.device_uid, instance=self.ep.instance,
+                channel=channel, payload=publish.payload, content_type=publish.properties.content_type,
+            )
+        except PayloadRejected:
+            self.ep.metrics.outcome("rejected")
+            self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
+            return
+        if ack is None:
+            try:
+                self.ep.sink.publish_nowait(event, topic_ready=sender.topic_ready)
+            except PublishError as exc:
+                log.debug("QoS 0 publish dropped: %s", exc)
+            return
+        self.ep.spawn(self._publish_acked(event, sender.topic_ready, ack))
+
+    async def _publish_acked(self, event: DeviceEvent, topic_ready: bool, ack: _Ack) -> None:
+        try:
+            await self.ep.sink.publish(event, topic_ready=topic_ready)
+        except QueueFull:
+            self._done(ack, ReasonCode.QUOTA_EXCEEDED)
+        except PublishError as exc:
+            log.warning("publish failed: %s", exc)
+            self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
+        except Exception:
+            self.ep.metrics.outcome("error")
+            log.exception("publish failed")
+            self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
+        else:
+            self.ep.metrics.latency.observe(time.perf_counter() - ack.started)
+            self._done(ack, ReasonCode.SUCCESS)
+
+    def _done(self, ack: _Ack | None, reason: ReasonCode) -> None:
+        """Record a QoS 1 outcome and send every PUBACK that is now due, in order."""
+        if ack is None:
+            return
+        ack.reason = reason
+        acks = self._acks
+        while acks and acks[0].reason is not None:
+            head = acks.popleft()
+            assert head.reason is not None
+            if head.reason is not ReasonCode.SUCCESS and self.version != V5:
+                # MQTT 3.1.1 has no negative PUBACK: never acknowledge a failed publish, close instead
+                self._acks.clear()
+                self._end(Reason.ERROR, skip_will=False)
+                self.session.disconnect()
+                self._close()
+                return
+            self.session.puback(head.packet_id, head.reason)
+        self._flush()
+        self._update_reading()
+
+    # ------------------------------------------------------------------------------------------ commands
+
+    def _on_subscribe(self, event: SubscribeReceived) -> None:
+        sub = event.subscribe
+        if self.version == V5 and sub.properties.subscription_identifier is not None:
+            codes = [ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED] * len(sub.subscriptions)
+        else:
+            codes = [ReasonCode.GRANTED_QOS_0 if self.subscriptions.add(s.topic_filter)
+                     else ReasonCode.UNSPECIFIED_ERROR for s in sub.subscriptions]
+        self.session.suback(sub.packet_id, codes)
+
+    def _on_unsubscribe(self, event: UnsubscribeReceived) -> None:
+        unsub = event.unsubscribe
+        codes = [ReasonCode.SUCCESS if self.subscriptions.remove(f) else ReasonCode.NO_SUBSCRIPTION_EXISTED
+                 for f in unsub.topic_filters]
+        self.session.unsuback(unsub.packet_id, codes if self.version == V5 else ())
+
+    def deliver(self, command: DeliverCommand) -> str | None:
+        """Publish ``command`` to the device (QoS 0); None when sent, else why not."""
+        identity = self.identity
+        if self.session.state is not State.CONNECTED or identity is None or self.ended:
+            return "connection closed"
+        topic = self.subscriptions.command_topic(identity.device, command.device, command.command)
+        if topic is None:
+            return "device is not subscribed to commands"
+        props = EMPTY_PUBLISH
+        if self.version == V5 and command.content_type:
+            props = PublishProperties(content_type=command.content_type)
+        try:
+            self.session.publish(topic, command.payload, 0, properties=props)
+        except PacketTooLargeForClient:
+            return "command too large for the device"
+        except SessionError:
+            return "connection closed"
+        self._flush()
+        return None
