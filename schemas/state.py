@@ -214,7 +214,9 @@ class RegistryChangeView(_Record):
 
 @dataclass(frozen=True, slots=True)
 class CommandRequest(_Record):
-    """A command for a device; ``reply_to`` is the instance that wants the :class:`CommandOutcome`, if any."""
+    """A command for ``device``, to be delivered by the connection of ``sender`` (a gateway of the device) or,
+    when ``sender`` is None, of the device itself. Keyed by :meth:`route`'s device key (reference §7.3: one
+    request per target). ``reply_to`` is the instance that wants the :class:`CommandOutcome`, if any."""
 
     KIND: ClassVar[str] = "command"
     REQUIRED: ClassVar[tuple[str, ...]] = ("app", "device", "command", "request_id")
@@ -225,6 +227,12 @@ class CommandRequest(_Record):
     content_type: str | None
     request_id: str
     reply_to: str | None = None
+    sender: str | None = None
+
+    @property
+    def route(self) -> str:
+        """The device whose connection delivers the command (its state holds the connection)."""
+        return self.sender or self.device
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from agents.device_state.decide import DeviceRequest, decide, decide_app
 from agents.device_state.model import DeviceState, Effect, Holder, Marks, marks_from_bytes, marks_to_bytes
 from schemas.keys import app_key, device_key
 from schemas.state import (
+    CommandRequest,
     ConnectRequest,
     DisconnectRequest,
     EndpointLost,
@@ -81,7 +82,8 @@ class PartitionCore:
         if isinstance(request, RegistryChangeView) and request.scope is Scope.APPLICATION:
             return self._app_change(request, now)
         assert request.device is not None  # device-scoped records always name their device
-        return self._apply(device_key(request.app, request.device), request, now)
+        device = request.route if isinstance(request, CommandRequest) else request.device
+        return self._apply(device_key(request.app, device), request, now)
 
     def holders(self) -> int:
         """How many devices of this partition are held (for metrics and tests)."""

@@ -45,8 +45,9 @@ def command_requests(
     """``(key, record)`` per target: the device first, then its gateways (each with its own request id)."""
     out: list[tuple[bytes, CommandRequest]] = []
     for target in (device, *(g for g in targets.gateways if g != device)):
-        request = CommandRequest(app=app, device=target, command=command, payload=payload,
-                                 content_type=content_type, request_id=uuid.uuid4().hex, reply_to=reply_to)
+        request = CommandRequest(app=app, device=device, command=command, payload=payload,
+                                 content_type=content_type, request_id=uuid.uuid4().hex, reply_to=reply_to,
+                                 sender=None if target == device else target)
         out.append((device_key(app, target).encode(), request))
     return out
 

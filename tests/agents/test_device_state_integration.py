@@ -184,19 +184,22 @@ async def test_commands_go_to_the_holder_and_offline_commands_fail(
     producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap)
     await producer.start()
     try:
-        for device, request_id in (("dev", "cmd-1"), ("offline-dev", "cmd-2")):
+        for device, request_id, sender in (("dev", "cmd-1", None), ("offline-dev", "cmd-2", None),
+                                           ("sensor", "cmd-3", "dev")):  # cmd-3: "dev" is the sensor's gateway
             command = CommandRequest(app, device, "set", b"on", "text/plain", request_id,
-                                     requester.client.instance_id)
-            await producer.send_and_wait(names.COMMANDS, command.to_bytes(), key=device_key(app, device).encode())
+                                     requester.client.instance_id, sender)
+            await producer.send_and_wait(names.COMMANDS, command.to_bytes(),
+                                         key=device_key(app, command.route).encode())
     finally:
         await producer.stop()
-    await eventually(lambda: len(requester.outcomes) == 2, 15, "two command outcomes")
-    assert [(c.request_id, c.connection_id, c.command, c.payload) for c in holder.commands] == [
-        ("cmd-1", cid, "set", b"on")
+    await eventually(lambda: len(requester.outcomes) == 3 and len(holder.commands) == 2, 15,
+                     "three command outcomes and two deliveries")
+    assert [(c.request_id, c.device, c.connection_id, c.command, c.payload) for c in holder.commands] == [
+        ("cmd-1", "dev", cid, "set", b"on"), ("cmd-3", "sensor", cid, "set", b"on")
     ]
     assert not requester.commands
     outcomes = {o.request_id: o for o in requester.outcomes}
-    assert outcomes["cmd-1"].delivered
+    assert outcomes["cmd-1"].delivered and outcomes["cmd-3"].delivered
     assert not outcomes["cmd-2"].delivered and outcomes["cmd-2"].reason == DEVICE_OFFLINE
 
 

@@ -13,7 +13,9 @@ from schemas.state import DEVICE_OFFLINE, CommandOutcome
 def test_one_request_per_target_device_first() -> None:
     targets = CommandTargets(app_disabled=False, device_disabled=False, gateways=("gw1", "d", "gw2"))
     out = command_requests("app", "d", targets, "cmd", b"{}", "application/json", "api-1")
-    assert [(k, r.device) for k, r in out] == [(device_key("app", t).encode(), t) for t in ("d", "gw1", "gw2")]
+    assert [(k, r.route) for k, r in out] == [(device_key("app", t).encode(), t) for t in ("d", "gw1", "gw2")]
+    assert [(r.device, r.sender) for _, r in out] == [("d", None), ("d", "gw1"), ("d", "gw2")], (
+        "a gateway must learn which device the command is for")
     assert {r.reply_to for _, r in out} == {"api-1"}
     assert len({r.request_id for _, r in out}) == 3
 
