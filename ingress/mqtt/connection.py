@@ -17,16 +17,16 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from ingress.mqtt.admission import admit
 from ingress.mqtt.cache import TtlLru
 from ingress.mqtt.topics import DROGUE_V1, Dialect, Subscriptions, TopicInvalid
 from ingress.publish import PublishError, QueueFull
+from kedge.mqtt_shell import SessionProtocol
 from protocols.mqtt import (
     ConnectReceived,
     DisconnectReceived,
@@ -38,7 +38,6 @@ from protocols.mqtt import (
     PublishProperties,
     PublishReceived,
     ReasonCode,
-    ServerSession,
     SessionError,
     State,
     SubscribeReceived,
@@ -83,12 +82,10 @@ class _Ack:
         self.started = time.perf_counter()
 
 
-class MqttConnection(asyncio.Protocol):
+class MqttConnection(SessionProtocol):
     def __init__(self, endpoint: MqttEndpoint) -> None:
+        super().__init__(endpoint.session_config)
         self.ep = endpoint
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.session = ServerSession(endpoint.session_config, now=self.loop.time())
         self.version: ProtocolVersion | None = None
         self.identity: DeviceIdentity | None = None
         self.connection_id: str | None = None
@@ -101,73 +98,22 @@ class MqttConnection(asyncio.Protocol):
         #: the agent ended it (kick): no disconnect request of ours
         self.kicked = False
         self._connecting = False
-        self._paused = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self._acks: deque[_Ack] = deque()
         self._as_cache: TtlLru[str, DeviceIdentity] = TtlLru(endpoint.as_cache_size, endpoint.as_cache_ttl_s)
 
     # ------------------------------------------------------------------------------------------ transport
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # (uvloop's transports are not subclasses)
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        self._handle(self.session.receive(data, self.loop.time()))
-        self._flush()
-
-    def eof_received(self) -> bool:
-        return False
-
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.cancel_timer()
         self._end(Reason.NORMAL, skip_will=False)
         self.transport = None
 
-    def _flush(self) -> None:
-        data = self.session.data_to_send()
-        transport = self.transport
-        if data and transport is not None and not transport.is_closing():
-            transport.write(data)
-        self._arm()
-
-    def _close(self) -> None:
-        self._flush()
-        if self.transport is not None:
-            self.transport.close()
-
-    def _arm(self) -> None:
-        """Keep one timer at (or before) the session's next deadline; an early one just re-arms."""
-        deadline = self.session.next_deadline()
-        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
-        self._handle(self.session.poll(self.loop.time()))
-        self._flush()
-
     def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        pause = self._connecting or len(self._acks) >= self.ep.max_pending
-        if pause and not self._paused:
-            transport.pause_reading()
-        elif not pause and self._paused:
-            transport.resume_reading()
-        self._paused = pause
+        self.set_reading_paused(self._connecting or len(self._acks) >= self.ep.max_pending)
 
     # ------------------------------------------------------------------------------------------ events
 
-    def _handle(self, events: list[Event]) -> None:
+    def handle_events(self, events: list[Event]) -> None:
         for event in events:
             if type(event) is PublishReceived:
                 self._on_publish(event.publish)
@@ -181,12 +127,12 @@ class MqttConnection(asyncio.Protocol):
                 self._on_unsubscribe(event)
             elif type(event) is DisconnectReceived:
                 self._end(Reason.NORMAL, skip_will=not event.publish_will)
-                self._close()
+                self.close()
             elif type(event) is ProtocolViolation:
                 log.debug("protocol violation on %s: %s", self.connection_id, event.message)
                 timeout = event.reason is ReasonCode.KEEP_ALIVE_TIMEOUT
                 self._end(Reason.KEEPALIVE_TIMEOUT if timeout else Reason.ERROR, skip_will=False)
-                self._close()
+                self.close()
 
     # ------------------------------------------------------------------------------------------ connect
 
@@ -202,15 +148,15 @@ class MqttConnection(asyncio.Protocol):
         self._connecting = False
         if code is not ReasonCode.SUCCESS:
             self.session.connack(code)
-            self._close()
+            self.close()
             return
         events = self.session.connack(
             wildcard_subscription_available=True, shared_subscription_available=False,
             subscription_identifiers_available=False, now=self.loop.time(),
         )
         self.ep.connection_opened(self)
-        self._handle(events)
-        self._flush()
+        self.handle_events(events)
+        self.flush()
         self._update_reading()
 
 
@@ -236,14 +182,14 @@ class MqttConnection(asyncio.Protocol):
         if self.session.state is State.CONNECTED:
             self.session.disconnect(kick_reason_code(reason))
         self._end(reason, skip_will=False)
-        self._close()
+        self.close()
 
     def shutdown(self) -> None:
         """The endpoint stops: MQTT 5 DISCONNECT 0x8B, close, and tell the agent (the Will applies)."""
         if self.session.state is State.CONNECTED:
             self.session.disconnect(ReasonCode.SERVER_SHUTTING_DOWN)
         self._end(Reason.NORMAL, skip_will=False)
-        self._close()
+        self.close()
 
     # ------------------------------------------------------------------------------------------ publish
 
@@ -340,10 +286,10 @@ class MqttConnection(asyncio.Protocol):
                 self._acks.clear()
                 self._end(Reason.ERROR, skip_will=False)
                 self.session.disconnect()
-                self._close()
+                self.close()
                 return
             self.session.puback(head.packet_id, head.reason)
-        self._flush()
+        self.flush()
         self._update_reading()
 
     # ------------------------------------------------------------------------------------------ commands
@@ -380,5 +326,5 @@ class MqttConnection(asyncio.Protocol):
             return "command too large for the device"
         except SessionError:
             return "connection closed"
-        self._flush()
+        self.flush()
         return None

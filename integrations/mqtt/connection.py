@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from integrations.auth import AuthError, AuthUnavailable, Caller
 from integrations.mqtt.commands import CommandOutcome, PendingAck, PubackQueue
@@ -38,6 +38,7 @@ from integrations.mqtt.topics import (
     parse_command_topic,
     parse_subscription,
 )
+from kedge.mqtt_shell import SessionProtocol
 from protocols.mqtt import (
     ConnectReceived,
     DisconnectReceived,
@@ -49,7 +50,6 @@ from protocols.mqtt import (
     PublishProperties,
     PublishReceived,
     ReasonCode,
-    ServerSession,
     SessionError,
     State,
     SubscribeReceived,
@@ -69,12 +69,10 @@ __all__ = ["IntegrationConnection"]
 V5 = ProtocolVersion.V5
 
 
-class IntegrationConnection(asyncio.Protocol):
+class IntegrationConnection(SessionProtocol):
     def __init__(self, server: MqttIntegration) -> None:
+        super().__init__(server.session_config)
         self.server = server
-        self.loop = asyncio.get_running_loop()
-        self.session = ServerSession(server.session_config, now=self.loop.time())
-        self.transport: asyncio.Transport | None = None
         self.version: ProtocolVersion | None = None
         self.caller: Caller | None = None
         #: the client id the client chose (None: empty, assigned by us)
@@ -85,11 +83,8 @@ class IntegrationConnection(asyncio.Protocol):
         self._acks = PubackQueue()
         self._commands = 0
         self._connecting = False
-        self._paused = False
         self._writable = asyncio.Event()
         self._writable.set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
 
     # ------------------------------------------------------------------------------------ transport
 
@@ -98,23 +93,13 @@ class IntegrationConnection(asyncio.Protocol):
         return self.version == V5
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        self._handle(self.session.receive(data, self.loop.time()))
-        self._flush()
-
-    def eof_received(self) -> bool:
-        return False
+        super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.connection_lost()
         self.server.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.cancel_timer()
         self.transport = None
         self._writable.set()  # waiters see the closed transport
         for _, task in self.subscriptions.values():
@@ -127,42 +112,8 @@ class IntegrationConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
-    def _flush(self) -> None:
-        data = self.session.data_to_send()
-        transport = self.transport
-        if data and transport is not None and not transport.is_closing():
-            transport.write(data)
-        self._arm()
-
-    def close(self) -> None:
-        self._flush()
-        if self.transport is not None:
-            self.transport.close()
-
-    def _arm(self) -> None:
-        deadline = self.session.next_deadline()
-        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
-        self._handle(self.session.poll(self.loop.time()))
-        self._flush()
-
     def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        pause = self._connecting or self._commands >= self.server.max_pending_commands
-        if pause and not self._paused:
-            transport.pause_reading()
-        elif not pause and self._paused:
-            transport.resume_reading()
-        self._paused = pause
+        self.set_reading_paused(self._connecting or self._commands >= self.server.max_pending_commands)
 
     def shutdown(self) -> None:
         """The server stops: MQTT 5 DISCONNECT 0x8B, then close."""
@@ -182,12 +133,12 @@ class IntegrationConnection(asyncio.Protocol):
 
     def publish(self, topic: str, payload: bytes, qos: int, properties: PublishProperties) -> int | None:
         packet_id = self.session.publish(topic, payload, qos, properties=properties)
-        self._flush()
+        self.flush()
         return packet_id
 
     # ------------------------------------------------------------------------------------ events
 
-    def _handle(self, events: list[Event]) -> None:
+    def handle_events(self, events: list[Event]) -> None:
         for event in events:
             if type(event) is PubackReceived:
                 self._on_puback(event.packet_id)
@@ -242,8 +193,8 @@ class IntegrationConnection(asyncio.Protocol):
             assigned_client_identifier=assigned, wildcard_subscription_available=True,
             shared_subscription_available=True, subscription_identifiers_available=True, now=self.loop.time(),
         )
-        self._handle(events)
-        self._flush()
+        self.handle_events(events)
+        self.flush()
         self._update_reading()
 
     async def _authenticate(self, event: ConnectReceived) -> ReasonCode:
@@ -268,7 +219,7 @@ class IntegrationConnection(asyncio.Protocol):
         except ContentModeInvalid as e:
             self.session.suback(sub.packet_id, [ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR] * len(sub.subscriptions),
                                 str(e))
-            self._flush()
+            self.flush()
             return
         sub_id = sub.properties.subscription_identifier if self.v5 else None
         async with self._control:
@@ -278,7 +229,7 @@ class IntegrationConnection(asyncio.Protocol):
         codes = [code for code, _ in results]
         problems = [problem for _, problem in results if problem]
         self.session.suback(sub.packet_id, codes, "; ".join(problems) or None)
-        self._flush()
+        self.flush()
 
     async def _start_subscription(self, s: MqttSubscription, props: tuple[tuple[str, str], ...], mode: ContentMode,
                                   sub_id: int | None) -> Subscription | tuple[ReasonCode, str | None]:
@@ -365,7 +316,7 @@ class IntegrationConnection(asyncio.Protocol):
                     found[1].cancel()  # no PUBLISH of it after this point; its consumer commits and leaves
                     codes.append(ReasonCode.SUCCESS)
         self.session.unsuback(unsub.packet_id, codes if self.v5 else ())
-        self._flush()
+        self.flush()
 
     # ------------------------------------------------------------------------------------ commands
 
@@ -405,7 +356,7 @@ class IntegrationConnection(asyncio.Protocol):
                 self.session.puback(packet_id, due.reason, due.message if due.reason else None)
             else:
                 self.session.puback(packet_id)
-        self._flush()
+        self.flush()
 
 
 async def _done(result: tuple[ReasonCode, str | None]) -> tuple[ReasonCode, str | None]:
