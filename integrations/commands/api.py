@@ -35,9 +35,9 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from integrations.auth import AuthError, AuthUnavailable, UserAccess
-from integrations.commands.bus import CommandBus, KafkaUnavailable
-from integrations.commands.model import DeviceDirectory, command_requests
-from schemas.events import PayloadRejected, normalize_payload
+from integrations.commands.bus import CommandBus
+from integrations.commands.model import DeviceDirectory
+from integrations.commands.submit import Refusal, submit_command
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,15 @@ class CommandApi:
 
 def install(app: FastAPI, api: CommandApi) -> None:
     app.state.command_api = api
+
+
+_REFUSALS: Final[dict[Refusal, tuple[int, str]]] = {
+    Refusal.NO_ACCESS: (404, "NotFound"),
+    Refusal.NO_DEVICE: (406, "NotAcceptable"),
+    Refusal.DISABLED: (406, "NotAcceptable"),
+    Refusal.BAD_PAYLOAD: (406, "NotAcceptable"),
+    Refusal.UNAVAILABLE: (503, "ServiceUnavailable"),
+}
 
 
 def _error(status: int, kind: str, message: str) -> JSONResponse:
@@ -91,34 +100,20 @@ async def send_command(app: str, device: str, request: Request) -> Response:
         return _error(400, "BadRequest", str(e))
     try:
         caller = await api.access.identify(request.headers.getlist("authorization"), request.query_params.getlist)
-        allowed = await api.access.may(app, caller, "Write")
     except AuthError as e:
         return _error(e.status, "BadRequest" if e.status == 400 else "AuthenticationError", e.message)
     except AuthUnavailable as e:
         return _error(503, "ServiceUnavailable", str(e))
-    if not allowed:
-        return _error(404, "NotFound", f"Not found Application / {app}")
-    targets = await api.directory.command_targets(app, device)
-    if targets is None:
-        return _error(406, "NotAcceptable", f"Device {device!r} of application {app!r} not found")
-    if targets.app_disabled or targets.device_disabled:
-        which = "application" if targets.app_disabled else "device"
-        return _error(406, "NotAcceptable", f"The {which} is disabled")
     body = await request.body()
     if len(body) > MAX_PAYLOAD_BYTES:
         return _error(413, "PayloadTooLarge", f"command payload larger than {MAX_PAYLOAD_BYTES} bytes")
-    try:
-        content_type, payload = normalize_payload(body, request.headers.get("content-type"))
-    except PayloadRejected as e:
-        return _error(406, "NotAcceptable", str(e))
-    reply_to = api.bus.instance_id if wait_s is not None else None
-    requests = command_requests(app, device, targets, command, payload, content_type, reply_to)
-    try:
-        outcome = await api.bus.send(requests, wait_s=wait_s)
-    except KafkaUnavailable as e:
-        log.warning("command %r for %s/%s refused: %s", command, app, device, e)
-        return _error(503, "ServiceUnavailable", str(e))
-    if wait_s is None:
+    done = await submit_command(api.access, api.directory, api.bus, caller, app=app, device=device, command=command,
+                                body=body, content_type=request.headers.get("content-type"), wait_s=wait_s)
+    if done.refusal is not None:
+        status, kind = _REFUSALS[done.refusal]
+        return _error(status, kind, done.message)
+    outcome = done.outcome
+    if outcome is None:
         return Response(status_code=202)
     if outcome.delivered is True:
         return JSONResponse({"delivered": True}, status_code=200)

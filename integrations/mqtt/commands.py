@@ -1,9 +1,7 @@
 """Commands published by applications: ``command/<app>/<device>/<command>`` -> ``iot-commands`` (reference §6, §7.3).
 
-The same steps and parts as the HTTP command API (:mod:`integrations.commands.api`): Write on the app, the
-device's targets from the :class:`~integrations.commands.model.DeviceDirectory`, the §2.2 payload rules (an
-MQTT command has no content type, as in Drogue: JSON if it parses, else ``application/octet-stream``), one
-:class:`~schemas.state.CommandRequest` per target through the :class:`~integrations.commands.bus.CommandBus`.
+The same steps as the HTTP command API, in one place: :func:`integrations.commands.submit.submit_command` (an
+MQTT command has no content type, as in Drogue: JSON if it parses, else ``application/octet-stream``).
 
 The outcome is an MQTT 5 PUBACK reason (§17 row 14.9 fixed: a refused command is not acknowledged as success):
 
@@ -19,17 +17,27 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
-from integrations.auth import AuthError, AuthUnavailable, Caller, UserAccess
-from integrations.commands.bus import CommandBus, KafkaUnavailable
-from integrations.commands.model import DeviceDirectory, command_requests
+from integrations.auth import Caller, UserAccess
+from integrations.commands.bus import CommandBus
+from integrations.commands.model import DeviceDirectory
+from integrations.commands.submit import Refusal, submit_command
 from integrations.mqtt.topics import CommandTopic
 from protocols.mqtt import ReasonCode
-from schemas.events import normalize_payload
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CommandOutcome", "CommandSender", "PendingAck", "PubackQueue"]
+
+
+_REFUSALS: Final[dict[Refusal, ReasonCode]] = {
+    Refusal.NO_ACCESS: ReasonCode.NOT_AUTHORIZED,
+    Refusal.NO_DEVICE: ReasonCode.NOT_AUTHORIZED,
+    Refusal.DISABLED: ReasonCode.NOT_AUTHORIZED,
+    Refusal.BAD_PAYLOAD: ReasonCode.UNSPECIFIED_ERROR,
+    Refusal.UNAVAILABLE: ReasonCode.UNSPECIFIED_ERROR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,27 +87,12 @@ class CommandSender:
         self.bus = bus
 
     async def send(self, caller: Caller, topic: CommandTopic, payload: bytes) -> CommandOutcome:
-        app, device = topic.app, topic.device
-        try:
-            allowed = await self.access.may(app, caller, "Write")
-            if not allowed:
-                return CommandOutcome(ReasonCode.NOT_AUTHORIZED, f"not authorized: Write on application {app!r}")
-            targets = await self.directory.command_targets(app, device)
-        except (AuthUnavailable, AuthError) as e:
-            return CommandOutcome(ReasonCode.UNSPECIFIED_ERROR, f"cannot check the permission: {e}")
-        if targets is None:
-            return CommandOutcome(ReasonCode.NOT_AUTHORIZED, f"device {device!r} of application {app!r} not found")
-        if targets.app_disabled or targets.device_disabled:
-            which = "application" if targets.app_disabled else "device"
-            return CommandOutcome(ReasonCode.NOT_AUTHORIZED, f"the {which} is disabled")
-        content_type, data = normalize_payload(payload, None)  # never rejects without a content type
-        requests = command_requests(app, device, targets, topic.command, data, content_type, None)
-        try:
-            await self.bus.send(requests)
-        except KafkaUnavailable as e:
-            log.warning("command %r for %s/%s refused: %s", topic.command, app, device, e)
-            return CommandOutcome(ReasonCode.UNSPECIFIED_ERROR, str(e))
-        return CommandOutcome(ReasonCode.SUCCESS)
+        # an MQTT command has no content type, as in Drogue: JSON if it parses, else octet-stream
+        done = await submit_command(self.access, self.directory, self.bus, caller, app=topic.app,
+                                    device=topic.device, command=topic.command, body=payload, content_type=None)
+        if done.refusal is None:
+            return CommandOutcome(ReasonCode.SUCCESS)
+        return CommandOutcome(_REFUSALS[done.refusal], done.message)
 
     async def stop(self) -> None:
         await self.bus.stop()

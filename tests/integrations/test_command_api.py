@@ -88,8 +88,9 @@ async def test_command_is_accepted_and_sent_to_the_device_and_its_gateways(
                               headers={"Content-Type": "application/json"})
     assert r.status_code == 202, r.text
     got = await commands.read(app, 2)
-    by_target = {req.device: (key, req) for key, req in got}
+    by_target = {req.route: (key, req) for key, req in got}
     assert set(by_target) == {"d1", "gw"}, "the disabled and the missing gateway are skipped"
+    assert {req.device for _, req in got} == {"d1"}, "every request names the device the command is for"
     for target, (key, req) in by_target.items():
         assert key == device_key(app, target).encode()
         assert (req.command, req.payload, req.content_type, req.reply_to) == (
