@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -94,6 +96,15 @@ class EventSink(Protocol):
 
     def publish_nowait(self, event: DeviceEvent, *, topic_ready: bool = True) -> None: ...
 
+    @property
+    def saturated(self) -> bool:
+        """Too many events await their ack: a caller that can should stop reading until :meth:`wait_room`."""
+        ...
+
+    async def wait_room(self) -> None:
+        """Return once the backlog is down to half of its limit."""
+        ...
+
 
 class Publisher:
     """One shared producer and the in-flight bound. Create once per process; ``start``/``stop`` it once.
@@ -122,7 +133,14 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
-        self._background: set[asyncio.Task[None]] = set()
+        #: best-effort events waiting for the drainer, which hands them to the producer one by one
+        self._backlog: deque[tuple[AIOKafkaProducer, DeviceEvent, int]] = deque()
+        self._backlog_ready = asyncio.Event()
+        self._drainer: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.in_flight = 0
         self.in_flight_bytes = 0
         #: topics known to exist (see _check_topic)
@@ -192,8 +210,13 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
             self._connector = None
-        if self._background:
-            await asyncio.wait(self._background, timeout=self._timeout_s)
+        with contextlib.suppress(TimeoutError):  # let best-effort sends finish (bounded)
+            await asyncio.wait_for(self._idle.wait(), self._timeout_s)
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
         producer, self._producer = self._producer, None
         self._connected.clear()
         if producer is not None:
@@ -245,36 +268,77 @@ class Publisher:
         """Enqueue ``event`` without waiting for the ack (best effort, still bounded).
 
         Raises :class:`QueueFull`, :class:`TopicNotReady`, :class:`PublishUnavailable` synchronously; a later
-        send failure is only counted and logged.
+        send failure is only counted and logged. One drain task hands the events to the producer in order: a
+        task per event would leave aiokafka with thousands of concurrent senders, which it does not survive
+        (measured: 64 / 1,024 / 8,192 concurrent senders gave 7.8k / 23k / 5.3k msg/s, and time-outs). Callers
+        that can apply back-pressure watch :attr:`saturated` and :meth:`wait_room`.
         """
         producer = self._admit(event, topic_ready)
-        size = len(event.data)
+        self._count_in(len(event.data))
+        self._backlog.append((producer, event, len(event.data)))
+        self._backlog_ready.set()
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name="kedge-publish-drain")
+
+    @property
+    def saturated(self) -> bool:
+        return self.in_flight >= self._max_in_flight * 3 // 4 or self.in_flight_bytes >= self._max_bytes * 3 // 4
+
+    async def wait_room(self) -> None:
+        await self._room.wait()
+
+    def _count_in(self, size: int) -> None:
         self.in_flight += 1
         self.in_flight_bytes += size
-        task = asyncio.create_task(self._send_in_background(producer, event, size))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._idle.clear()
+        if self.saturated:
+            self._room.clear()
 
-    async def _send_in_background(self, producer: AIOKafkaProducer, event: DeviceEvent, size: int) -> None:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._send(producer, event)
-        except TopicNotReady as exc:
+    def _count_out(self, size: int) -> None:
+        self.in_flight -= 1
+        self.in_flight_bytes -= size
+        if self.in_flight <= self._max_in_flight // 2 and self.in_flight_bytes <= self._max_bytes // 2:
+            self._room.set()
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def _drain(self) -> None:
+        while True:
+            if not self._backlog:
+                self._backlog_ready.clear()
+                await self._backlog_ready.wait()
+                continue
+            producer, event, size = self._backlog.popleft()
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    ack = await self._enqueue(producer, event)
+            except Exception as exc:  # counted and logged; the drainer must go on
+                self._best_effort_done(event, size, exc)
+                continue
+            ack.add_done_callback(functools.partial(self._acked, event, size))
+
+    def _acked(self, event: DeviceEvent, size: int, ack: asyncio.Future[Any]) -> None:
+        self._best_effort_done(event, size, None if ack.cancelled() else ack.exception())
+
+    def _best_effort_done(self, event: DeviceEvent, size: int, exc: BaseException | None) -> None:
+        self._count_out(size)
+        if exc is None:
+            self._on_outcome("accepted")
+        elif isinstance(exc, TopicNotReady):
             self._on_outcome("not_ready")
             log.warning("best-effort publish refused: %s", exc)
-        except (TimeoutError, KafkaError) as exc:
+        elif isinstance(exc, TimeoutError | KafkaError):
             self._on_outcome("unavailable")
             log.warning("best-effort publish to %s failed: %r", event.application, exc)
-        except Exception:
-            self._on_outcome("error")
-            log.exception("best-effort publish failed")
         else:
-            self._on_outcome("accepted")
-        finally:
-            self.in_flight -= 1
-            self.in_flight_bytes -= size
+            self._on_outcome("error")
+            log.error("best-effort publish failed: %r", exc)
 
     async def _send(self, producer: AIOKafkaProducer, event: DeviceEvent) -> None:
+        await (await self._enqueue(producer, event))
+
+    async def _enqueue(self, producer: AIOKafkaProducer, event: DeviceEvent) -> asyncio.Future[Any]:
+        """Hand ``event`` to the producer's batch; the returned future is its Kafka ack."""
         app = event.application
         if app is None:
             raise ValueError(f"event {event.id} has no application extension")
@@ -282,8 +346,8 @@ class Publisher:
         if topic not in self._topics:
             await self._check_topic(producer, topic)
         record = to_kafka(event)
-        ack = await producer.send(topic, record.value, key=record.key, headers=record.headers)
-        await ack
+        ack: asyncio.Future[Any] = await producer.send(topic, record.value, key=record.key, headers=record.headers)
+        return ack
 
     async def _check_topic(self, producer: AIOKafkaProducer, topic: str) -> None:
         """Refuse a topic that does not exist instead of letting the send create it.

@@ -98,6 +98,8 @@ class MqttConnection(SessionProtocol):
         #: the agent ended it (kick): no disconnect request of ours
         self.kicked = False
         self._connecting = False
+        #: the publisher's best-effort backlog is full: reading waits until it has room again
+        self._sink_full = False
         self._acks: deque[_Ack] = deque()
         self._as_cache: TtlLru[str, DeviceIdentity] = TtlLru(endpoint.as_cache_size, endpoint.as_cache_ttl_s)
 
@@ -109,7 +111,7 @@ class MqttConnection(SessionProtocol):
         self.transport = None
 
     def _update_reading(self) -> None:
-        self.set_reading_paused(self._connecting or len(self._acks) >= self.ep.max_pending)
+        self.set_reading_paused(self._connecting or self._sink_full or len(self._acks) >= self.ep.max_pending)
 
     # ------------------------------------------------------------------------------------------ events
 
@@ -249,12 +251,22 @@ class MqttConnection(SessionProtocol):
             self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
             return
         if ack is None:
+            sink = self.ep.sink
             try:
-                self.ep.sink.publish_nowait(event, topic_ready=sender.topic_ready)
+                sink.publish_nowait(event, topic_ready=sender.topic_ready)
             except PublishError as exc:
                 log.debug("QoS 0 publish dropped: %s", exc)
+            if sink.saturated and not self._sink_full:  # QoS 0 back-pressure: stop reading, don't drop
+                self._sink_full = True
+                self._update_reading()
+                self.ep.spawn(self._resume_when_sink_has_room())
             return
         self.ep.spawn(self._publish_acked(event, sender.topic_ready, ack))
+
+    async def _resume_when_sink_has_room(self) -> None:
+        await self.ep.sink.wait_room()
+        self._sink_full = False
+        self._update_reading()
 
     async def _publish_acked(self, event: DeviceEvent, topic_ready: bool, ack: _Ack) -> None:
         try:

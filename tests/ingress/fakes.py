@@ -86,6 +86,13 @@ class RecordingSink:
     async def publish(self, event: DeviceEvent, *, topic_ready: bool = True) -> None:
         self.publish_nowait(event, topic_ready=topic_ready)
 
+    @property
+    def saturated(self) -> bool:
+        return False
+
+    async def wait_room(self) -> None:
+        return None
+
     def publish_nowait(self, event: DeviceEvent, *, topic_ready: bool = True) -> None:
         if not topic_ready:
             raise TopicNotReady("Kafka topic is not ready")

@@ -1,0 +1,48 @@
+"""Best-effort (QoS 0) publishing against the real broker: a flood is slowed down, not dropped."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from ingress.publish import Publisher
+from kedge.settings import KafkaSettings
+from schemas.events import build_device_event
+from tests.ingress.kafka_support import create_app_topic
+from topology.highwater import end_offsets
+
+pytestmark = pytest.mark.integration
+
+COUNT = 20_000
+
+
+async def test_a_flood_of_best_effort_events_all_arrive_when_the_caller_honours_saturation(
+    bootstrap: str, unique: str
+) -> None:
+    app = f"flood-{unique}"
+    topic = await create_app_topic(bootstrap, app, partitions=1)
+    publisher = Publisher.from_settings(KafkaSettings(bootstrap_servers=bootstrap, max_in_flight=1000))
+    await publisher.start(wait_s=10)
+    paused = 0
+    try:
+        for n in range(COUNT):
+            publisher.publish_nowait(build_device_event(
+                app=app, app_uid="a", device="d", device_uid="d", sender="d", sender_uid="d", instance="i",
+                channel="t", payload=b'{"n":%d}' % n, content_type=None))
+            if publisher.saturated:  # what the MQTT endpoint does: stop reading until there is room
+                paused += 1
+                await publisher.wait_room()
+                assert not publisher.saturated
+    finally:
+        await publisher.stop()  # waits for the backlog to be acknowledged
+    assert publisher.in_flight == 0
+    assert paused > 0, "20k events never filled a backlog of 1000: the test did not exercise back-pressure"
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        delivered = await end_offsets(consumer, [TopicPartition(topic, 0)])
+    finally:
+        await consumer.stop()
+    assert sum(delivered.values()) == COUNT, "best-effort events were lost"
