@@ -1,6 +1,8 @@
 """The ``kedge`` command line.
 
 Process commands (run the data plane): ``up``, ``broker``, ``worker``, ``topology``; inspection: ``config``.
+Management commands (drg-style, against the API host of a context; ``kedge/commands/manage*.py``): ``login``,
+``whoami``, ``context``, ``create|get|edit|delete|label|set``, ``cmd``, ``stream``.
 Every failure the operator can fix prints one line on stderr and exits 1 (usage errors exit 2).
 """
 
@@ -13,8 +15,10 @@ from typing import Annotated
 
 import typer
 
+from kedge.commands import bench as bench_cmd
 from kedge.commands import broker as broker_cmd
 from kedge.commands import config as config_cmd
+from kedge.commands import manage as manage_cmd
 from kedge.commands import serve as serve_cmd
 from kedge.commands import topology as topology_cmd
 from kedge.commands import worker as worker_cmd
@@ -33,8 +37,10 @@ PROCESSES = "Processes"
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(topology_cmd.app, name="topology", rich_help_panel=PROCESSES)
 app.add_typer(serve_cmd.app, name="serve", rich_help_panel=PROCESSES)
+app.add_typer(bench_cmd.app, name="bench", rich_help_panel=PROCESSES)
 app.command("broker", rich_help_panel=PROCESSES)(broker_cmd.broker)
 app.command("worker", rich_help_panel=PROCESSES)(worker_cmd.worker)
+manage_cmd.register(app, panel="Management")  # login, context, create/get/edit/delete/label/set, cmd, stream
 
 
 @app.command("up", rich_help_panel=PROCESSES)
