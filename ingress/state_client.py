@@ -8,7 +8,9 @@ One per endpoint process (one *instance id*, fresh per process start). It
 * reads ``endpoint-control``: only partition ``control_partition(instance_id)``, dropping records whose key
   is not its instance id; replies resolve the pending :meth:`connect` (many concurrent connects share this
   one consumer, matched by request id), kicks go to ``on_kick``, commands to ``on_command``, command
-  outcomes (when this instance asked for them as ``reply_to``) to ``on_outcome``.
+  outcomes (when this instance asked for them as ``reply_to``) to ``on_outcome``;
+* registers and ends command polls (:meth:`command_poll`, the HTTP endpoint's ``ct`` wait) on
+  ``iot-commands``: waiters that are not connections (no connect, no connection events).
 
 :meth:`connect` waits at most ``lease.connect_timeout_s`` and raises :class:`StateUnavailable` then (the
 endpoint answers "server unavailable", never a silent accept); the caller should then send a
@@ -34,12 +36,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerClosed
 
 from kedge import kafka
 from kedge.settings import KafkaSettings, LeaseSettings
 from schemas.keys import device_key
 from schemas.state import (
     CommandOutcome,
+    CommandPoll,
+    CommandPollEnd,
     ConnectRequest,
     DeliverCommand,
     DisconnectRequest,
@@ -71,6 +76,7 @@ class StateClient:
         on_kick: Callable[[Kick], Awaitable[None] | None] | None = None,
         on_command: Callable[[DeliverCommand], Awaitable[None] | None] | None = None,
         on_outcome: Callable[[CommandOutcome], Awaitable[None] | None] | None = None,
+        require_topics: tuple[str, ...] = (),
     ) -> None:
         self.kafka_settings = kafka_settings
         self.lease = lease_settings
@@ -80,6 +86,8 @@ class StateClient:
         self.on_kick = on_kick
         self.on_command = on_command
         self.on_outcome = on_outcome
+        #: further topics that must exist for :meth:`start` to succeed (never auto-created by a send)
+        self.require_topics = require_topics
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         #: connection ids with a connect in flight -> the kick that overtook its reply, if any
         self._connecting: dict[str, Kick | None] = {}
@@ -111,6 +119,10 @@ class StateClient:
         if not partitions:
             await consumer.stop()
             raise StateUnavailable(f"topic {names.ENDPOINT_CONTROL!r} does not exist (run `kedge topology apply`)")
+        missing = [t for t in self.require_topics if not consumer.partitions_for_topic(t)]
+        if missing:
+            await consumer.stop()
+            raise StateUnavailable(f"topics {missing} do not exist (run `kedge topology apply`)")
         self._control_partitions = len(partitions)
         tp = TopicPartition(names.ENDPOINT_CONTROL, control_partition(self.instance_id, len(partitions)))
         consumer.assign([tp])
@@ -170,7 +182,9 @@ class StateClient:
         self._connecting[connection_id] = None
         try:
             async with asyncio.timeout(self.lease.connect_timeout_s):
-                await self.producer.send(names.DEVICE_STATE, request.to_bytes(), key=device_key(app, device).encode())
+                sent = await self.producer.send(names.DEVICE_STATE, request.to_bytes(),
+                                                key=device_key(app, device).encode())
+                sent.add_done_callback(_consume_exception)  # a failed send shows as no reply (timeout)
                 reply = await fut
         except TimeoutError:
             raise StateUnavailable(f"no answer from the device-state agents within "
@@ -187,16 +201,52 @@ class StateClient:
             return Reply(reply.request_id, connection_id, False, overtaken.reason)
         if not reply.accepted and reply.reason is Reason.ERROR:
             with contextlib.suppress(Exception):
-                await self.disconnect(app, device, connection_id, Reason.ERROR, skip_will=True)
+                await asyncio.wait_for(self.disconnect(app, device, connection_id, Reason.ERROR, skip_will=True),
+                                       self.lease.connect_timeout_s)
         return reply
 
     async def disconnect(
         self, app: str, device: str, connection_id: str, reason: Reason = Reason.NORMAL, skip_will: bool = False
     ) -> None:
-        """The connection ended; returns once Kafka acknowledged the request (stale ones are ignored)."""
+        """The connection ended; returns once Kafka acknowledged the request (stale ones are ignored).
+
+        Retried every ``kafka.connect_retry_s`` while Kafka refuses it: a lost disconnect would leave the device
+        "connected" for good (this endpoint keeps its lease), while a late one is harmless (stale by its
+        connection id once the device reconnected). Cancel the call to give up."""
         request = DisconnectRequest(app, device, connection_id, self.instance_id, reason, skip_will)
-        await (await self.producer.send(names.DEVICE_STATE, request.to_bytes(),
-                                        key=device_key(app, device).encode()))
+        failures = 0
+        while True:
+            try:
+                await (await self.producer.send(names.DEVICE_STATE, request.to_bytes(),
+                                                key=device_key(app, device).encode()))
+            except ProducerClosed:
+                raise
+            except (KafkaError, OSError) as e:
+                failures += 1
+                if failures == 1:
+                    log.warning("disconnect of %s/%s (%s) not taken by Kafka: %r; retrying", app, device,
+                                connection_id, e)
+                await asyncio.sleep(self.kafka_settings.connect_retry_s)
+                continue
+            if failures:
+                log.info("disconnect of %s/%s delivered after %d failed attempts", app, device, failures)
+            return
+
+    async def command_poll(
+        self, app: str, device: str, poll_id: str, until: float, sender: str | None = None
+    ) -> None:
+        """Register a command waiter (HTTP ``ct``) for ``device`` via ``sender``; returns once Kafka acked it.
+
+        A command routed to it arrives at ``on_command`` as a :class:`DeliverCommand` whose ``connection_id``
+        is ``poll_id``. Goes to ``iot-commands`` (see :mod:`schemas.state`: ordered with the commands)."""
+        poll = CommandPoll(app, device, self.instance_id, poll_id, until, sender)
+        await (await self.producer.send(names.COMMANDS, poll.to_bytes(),
+                                        key=device_key(app, poll.route).encode()))
+
+    async def end_command_poll(self, app: str, device: str, poll_id: str, sender: str | None = None) -> None:
+        """The waiter is gone: commands processed after this are not routed to it (acked by Kafka)."""
+        end = CommandPollEnd(app, device, poll_id, sender)
+        await (await self.producer.send(names.COMMANDS, end.to_bytes(), key=device_key(app, end.route).encode()))
 
     async def command_outcome(self, command: DeliverCommand, delivered: bool, reason: str | None = None) -> None:
         """Report to the command's requester (``reply_to``) whether it reached the device; no-op without one."""
@@ -220,9 +270,16 @@ class StateClient:
         while True:
             await asyncio.sleep(self.lease.heartbeat_interval_s)
             try:
-                await self._heartbeat(self.lease.lease_s)
+                ack = asyncio.ensure_future(await self._heartbeat(self.lease.lease_s))
             except Exception as e:  # keep beating; the lease covers a few missed beats
                 log.warning("heartbeat of %s failed: %s", self.instance_id, e)
+                continue
+            # the ack is not awaited (beats must not queue up behind a slow broker), but its failure is ours
+            ack.add_done_callback(self._heartbeat_acked)
+
+    def _heartbeat_acked(self, ack: asyncio.Future[Any]) -> None:
+        if not ack.cancelled() and ack.exception() is not None:
+            log.warning("heartbeat of %s failed: %r", self.instance_id, ack.exception())
 
     async def _read(self) -> None:
         assert self._consumer is not None
@@ -265,3 +322,8 @@ class StateClient:
                 await result
         except Exception:
             log.exception("state client callback failed for %r", record)
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from ingress.http import Resources
+from ingress.http.commands import CommandWaits
 from ingress.metrics import IngressMetrics
 from ingress.publish import Publisher
 from kedge.settings import Settings
 from schemas.auth import DeviceAuthenticator
 from schemas.registry import RegistryChange
-from topology.names import REGISTRY
+from topology.names import COMMANDS, REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +120,58 @@ async def publisher(settings: Settings, metrics: IngressMetrics) -> AsyncIterato
 def http_resources(
     settings: Settings, metrics: IngressMetrics
 ) -> Callable[[], AbstractAsyncContextManager[Resources]]:
-    """The lifespan resources of the HTTP endpoint (authenticator + publisher)."""
+    """The lifespan resources of the HTTP endpoint (authenticator + publisher + command waits)."""
 
     @asynccontextmanager
     async def resources() -> AsyncIterator[Resources]:
-        async with registry_authenticator(settings) as authenticator, publisher(settings, metrics) as pub:
-            yield Resources(authenticator, pub)
+        async with (
+            registry_authenticator(settings) as authenticator,
+            publisher(settings, metrics) as pub,
+            command_waits(settings) as waits,
+        ):
+            yield Resources(authenticator, pub, waits)
 
     return resources
+
+
+@asynccontextmanager
+async def command_waits(settings: Settings) -> AsyncIterator[CommandWaits]:
+    """The HTTP endpoint's command waits (``ct``) on the process's own :class:`~ingress.state_client.StateClient`
+    (its own instance id and lease), started in the background: the endpoint serves publishes while Kafka or
+    the internal topics are missing, and requests wait their ``ct`` without a command until it runs."""
+    from ingress.state_client import StateClient
+
+    waits = CommandWaits()
+    state = StateClient(settings.kafka, settings.lease, instance_id=f"http-{uuid.uuid4()}",
+                        on_command=waits.on_command, require_topics=(COMMANDS,))
+    task = asyncio.create_task(_start_state(state, waits), name="kedge-http-state-client")
+    try:
+        yield waits
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await waits.close()  # answers the waiting requests and sends their poll ends
+        with contextlib.suppress(Exception):  # (also a start cut short by the shutdown)
+            await state.stop(release=waits.link is not None)
+
+
+async def _start_state(state: Any, waits: CommandWaits) -> None:
+    warned = False
+    while True:
+        try:
+            await state.start()
+        except Exception as exc:
+            if not warned:
+                log.warning("command delivery to HTTP devices waiting: %s", exc or type(exc).__name__)
+                warned = True
+            with contextlib.suppress(Exception):
+                await state.stop(release=False)
+            await asyncio.sleep(INVALIDATION_RETRY_S)
+            continue
+        waits.link = state
+        log.info("command delivery to HTTP devices ready (instance %s)", state.instance_id)
+        return
 
 
 def mqtt_resources(settings: Settings, metrics: IngressMetrics) -> Callable[[], AbstractAsyncContextManager[Any]]:

@@ -4,7 +4,11 @@ Topics (DESIGN.md "Topics"):
 
 * ``device-state`` (key: device key) carries :class:`ConnectRequest` and :class:`DisconnectRequest` from the
   endpoints and from the lease watcher (``reason=endpoint_lost``).
-* ``iot-commands`` (key: device key) carries :class:`CommandRequest`.
+* ``iot-commands`` (key: device key) carries :class:`CommandRequest`, and :class:`CommandPoll` /
+  :class:`CommandPollEnd` from the HTTP endpoint (a request waiting with ``ct`` for a command). Polls share the
+  commands' topic on purpose: with the same key they share one partition, so a command produced after a poll
+  was acknowledged is processed after it (finds the waiter), and one produced after the poll's end never
+  reaches that poll. On ``device-state`` the two would be ordered only per topic.
 * ``endpoint-control`` (key: endpoint instance id) carries :class:`Reply`, :class:`Kick`,
   :class:`DeliverCommand` and :class:`CommandOutcome`; each endpoint reads only the records keyed by its
   own instance id.
@@ -72,8 +76,10 @@ class Scope(StrEnum):
     APPLICATION = "application"
 
 
-#: ``CommandOutcome.reason`` when the device has no live connection.
+#: ``CommandOutcome.reason`` when the device has no live connection and no waiting poll.
 DEVICE_OFFLINE = "device offline"
+#: ``CommandOutcome.reason`` when a command reached a poll whose request is already answered or gone.
+POLL_ENDED = "poll ended"
 
 _R = TypeVar("_R", bound="_Record")
 
@@ -236,6 +242,50 @@ class CommandRequest(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class CommandPoll(_Record):
+    """A short-lived command waiter (HTTP ``ct``, reference §7.1): deliver the next command for ``device`` via
+    ``sender`` (the publishing gateway; None: the device itself) to ``endpoint`` as a :class:`DeliverCommand`
+    whose ``connection_id`` is ``poll_id``, if one arrives before ``until`` (epoch seconds).
+
+    Keyed by :meth:`route`'s device key, like :class:`CommandRequest`. A poll is not a connection: it never
+    creates a holder, emits no connection events and kicks nobody (§3.1: HTTP creates no connection state).
+    One poll answers at most one command; a connection holding the route takes priority over every poll.
+    ``until`` is set by the endpoint's clock and compared with the agent's: it is the safety net for an
+    endpoint that vanished; a live request ends its poll explicitly with :class:`CommandPollEnd`.
+    """
+
+    KIND: ClassVar[str] = "command-poll"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app", "device", "endpoint", "poll_id")
+    app: str
+    device: str
+    endpoint: str
+    poll_id: str
+    until: float
+    sender: str | None = None
+
+    @property
+    def route(self) -> str:
+        """The device whose state keeps the waiter (the gateway's, for a poll on behalf of a device)."""
+        return self.sender or self.device
+
+
+@dataclass(frozen=True, slots=True)
+class CommandPollEnd(_Record):
+    """The request behind ``poll_id`` is gone (timed out, client left): route no command to it any more."""
+
+    KIND: ClassVar[str] = "command-poll-end"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app", "device", "poll_id")
+    app: str
+    device: str
+    poll_id: str
+    sender: str | None = None
+
+    @property
+    def route(self) -> str:
+        return self.sender or self.device
+
+
+@dataclass(frozen=True, slots=True)
 class Reply(_Record):
     """The agent's answer to a :class:`ConnectRequest`; ``reason`` is None when accepted."""
 
@@ -261,7 +311,9 @@ class Kick(_Record):
 
 @dataclass(frozen=True, slots=True)
 class DeliverCommand(_Record):
-    """Deliver a command over ``connection_id``; report to ``reply_to`` (if set) with a CommandOutcome."""
+    """Deliver a command over ``connection_id``; report to ``reply_to`` (if set) with a CommandOutcome.
+
+    For a command answering a :class:`CommandPoll`, ``connection_id`` is the poll's ``poll_id``."""
 
     KIND: ClassVar[str] = "deliver-command"
     REQUIRED: ClassVar[tuple[str, ...]] = ("app", "device", "connection_id", "command", "request_id")
@@ -318,11 +370,15 @@ def control_partition(instance_id: str, partitions: int) -> int:
     return zlib.crc32(instance_id.encode("utf-8")) % partitions
 
 
-StateRequest = ConnectRequest | DisconnectRequest | RegistryChangeView | CommandRequest | EndpointLost
+StateRequest = (
+    ConnectRequest | DisconnectRequest | RegistryChangeView | CommandRequest | CommandPoll | CommandPollEnd
+    | EndpointLost
+)
 ControlRecord = Reply | Kick | DeliverCommand | CommandOutcome
 
 _STATE_KINDS: dict[str, type[StateRequest]] = {
-    c.KIND: c for c in (ConnectRequest, DisconnectRequest, RegistryChangeView, CommandRequest, EndpointLost)
+    c.KIND: c for c in (ConnectRequest, DisconnectRequest, RegistryChangeView, CommandRequest, CommandPoll,
+                        CommandPollEnd, EndpointLost)
 }
 _CONTROL_KINDS: dict[str, type[ControlRecord]] = {
     c.KIND: c for c in (Reply, Kick, DeliverCommand, CommandOutcome)

@@ -1,12 +1,12 @@
 """The Faust shell of the device-state agent: records in, :class:`PartitionCore` decides, effects out.
 
 Single writer per device. One agent consumes one merged stream of ``device-state``, ``registry`` and
-``iot-commands`` and is the only writer of the ``sessions`` and ``app-marks`` tables. Those topics and the
-tables' changelogs have the same partition count (``topology.device_partitions``); Faust's assignor puts
-co-subscribed topics with equal partition counts into one co-partitioned group, so partition *n* of every
-one of them is assigned to the same worker, and a table write goes to the changelog partition of the record
-being processed. Hence all records of one device key are processed by one worker, in order, by one
-coroutine (agent concurrency 1).
+``iot-commands`` (commands, and the HTTP endpoint's command polls) and is the only writer of the ``sessions``
+and ``app-marks`` tables. Those topics and the tables' changelogs have the same partition count
+(``topology.device_partitions``); Faust's assignor puts co-subscribed topics with equal partition counts into
+one co-partitioned group, so partition *n* of every one of them is assigned to the same worker, and a table
+write goes to the changelog partition of the record being processed. Hence all records of one device key are
+processed by one worker, in order, by one coroutine (agent concurrency 1).
 
 Effects are carried out in the order ``decide`` returned them. Connection events and Wills go to
 ``events-<app>`` (binary-mode CloudEvents, key = partitionkey); a connect's accepting :class:`Reply` is sent

@@ -19,6 +19,28 @@ Invariants (DESIGN.md "Device state: the invariants"), per device:
   and refuses later connects of that incarnation (``uid``) while blocked; changes of one uid apply in
   ``revision`` order (0 = unknown, always applies).
 
+Command routing (DESIGN.md: routed to the holder, never broadcast; offline answered with a failure):
+
+* a command goes to the connection holding its route (the device, or the ``sender`` gateway) if there is one:
+  the holder has priority over every poll;
+* else to the oldest *live* poll (HTTP ``ct`` waiter, :class:`~schemas.state.CommandPoll`) of the route whose
+  ``device`` is the command's device (a gateway's poll on behalf of a device answers commands for that
+  device only). The poll is consumed: one command answers one poll, as a ``DeliverCommand`` with
+  ``connection_id = poll_id``;
+* else ``CommandOutcome(delivered=False, "device offline")`` to the requester.
+
+Polls are not connections: registering or ending one emits nothing (no connection events, no kick, no reply)
+and never touches the holder. At most :data:`~agents.device_state.model.MAX_POLLS` are live per route (a new
+one ends the oldest live one); a poll is live until its ``until`` (the agent's ``now``), its
+:class:`~schemas.state.CommandPollEnd`, or its command. Spent polls are remembered until their ``until``
+(dropped lazily; at most :data:`~agents.device_state.model.POLL_MEMORY` per route), so a replayed poll is not
+revived and a replayed command is re-sent to the poll it already consumed instead of consuming another one
+(replays span the records since the last commit, seconds; a replay after the poll's ``until`` is routed like
+a new command).
+
+When an endpoint's lease ends, :func:`end_polls_of` ends its polls (the shell finds them by an index), so a
+command is not routed to a request that died with its process.
+
 Application-level changes are ordered per partition by :func:`decide_app`; the shell then calls
 :func:`decide` for each device of the app it holds, with the change narrowed to that device.
 """
@@ -30,6 +52,8 @@ import dataclasses
 from agents.device_state.model import (
     ENDED_MEMORY,
     MARK_MEMORY,
+    MAX_POLLS,
+    POLL_MEMORY,
     CommandFailed,
     DeviceState,
     Effect,
@@ -37,6 +61,7 @@ from agents.device_state.model import (
     EmitEvent,
     Holder,
     Marks,
+    Poll,
     RegistryMark,
     SendCommand,
     SendKick,
@@ -46,6 +71,8 @@ from agents.device_state.model import (
 from schemas.state import (
     DEVICE_OFFLINE,
     CommandOutcome,
+    CommandPoll,
+    CommandPollEnd,
     CommandRequest,
     ConnectRequest,
     DeliverCommand,
@@ -58,7 +85,9 @@ from schemas.state import (
     Scope,
 )
 
-DeviceRequest = ConnectRequest | DisconnectRequest | RegistryChangeView | CommandRequest
+DeviceRequest = (
+    ConnectRequest | DisconnectRequest | RegistryChangeView | CommandRequest | CommandPoll | CommandPollEnd
+)
 
 #: disconnect reasons that come from the watcher rather than the endpoint itself: the endpoint may still be
 #: alive (a stalled process), so it is told to close the connection too.
@@ -75,8 +104,22 @@ def decide(
     if isinstance(request, DisconnectRequest):
         return _disconnect(state, request, now)
     if isinstance(request, CommandRequest):
-        return state, _command(state, request)
+        return _command(state, request, now)
+    if isinstance(request, CommandPoll):
+        return _poll(state, request, now), []
+    if isinstance(request, CommandPollEnd):
+        return _poll_end(state, request, now), []
     return _registry(state, request, now)
+
+
+def end_polls_of(state: DeviceState, endpoint: str, now: float) -> DeviceState:
+    """``endpoint`` is lost (its lease ended): its polls end, as if each had sent its
+    :class:`~schemas.state.CommandPollEnd` (no effects: the requests are gone with the process)."""
+    polls = tuple(
+        dataclasses.replace(p, ended=True) if p.endpoint == endpoint and p.live(now) else p
+        for p in _prune(state.polls, now)
+    )
+    return _with_polls(state, polls)
 
 
 def decide_app(marks: Marks, change: RegistryChangeView) -> tuple[Marks, Reason | None]:
@@ -180,22 +223,68 @@ def _disconnect(state: DeviceState, req: DisconnectRequest, now: float) -> tuple
     return _end(state, holder, req.reason, now, will=will, kick=req.reason in _KICK_ON_DISCONNECT)
 
 
-def _command(state: DeviceState, req: CommandRequest) -> list[Effect]:
+def _command(state: DeviceState, req: CommandRequest, now: float) -> tuple[DeviceState, list[Effect]]:
     holder = state.holder
-    if holder is None:
+    if holder is not None:
+        return state, [SendCommand(holder.endpoint, _deliver(req, holder.connection_id))]
+    polls = _prune(state.polls, now)
+    target = next((p for p in polls if p.command_id == req.request_id), None)  # a replay: the same poll
+    if target is None:
+        target = next((p for p in polls if p.device == req.device and p.live(now)), None)
+        if target is not None:
+            polls = tuple(dataclasses.replace(p, command_id=req.request_id) if p is target else p for p in polls)
+    new = _with_polls(state, polls)
+    if target is None:
         outcome = CommandOutcome(req.request_id, delivered=False, reason=DEVICE_OFFLINE)
-        return [CommandFailed(req.reply_to, outcome)] if req.reply_to else []
-    record = DeliverCommand(
+        return new, [CommandFailed(req.reply_to, outcome)] if req.reply_to else []
+    return new, [SendCommand(target.endpoint, _deliver(req, target.poll_id))]
+
+
+def _deliver(req: CommandRequest, connection_id: str) -> DeliverCommand:
+    return DeliverCommand(
         app=req.app,
         device=req.device,
-        connection_id=holder.connection_id,
+        connection_id=connection_id,
         command=req.command,
         payload=req.payload,
         content_type=req.content_type,
         request_id=req.request_id,
         reply_to=req.reply_to,
     )
-    return [SendCommand(holder.endpoint, record)]
+
+
+def _poll(state: DeviceState, req: CommandPoll, now: float) -> DeviceState:
+    polls = _prune(state.polls, now)
+    if req.until <= now or any(p.poll_id == req.poll_id for p in polls):
+        return _with_polls(state, polls)  # expired on arrival, or a replay (also of a spent poll)
+    live = [p for p in polls if p.live(now)]
+    if len(live) >= MAX_POLLS:
+        oldest = live[0]
+        polls = tuple(dataclasses.replace(p, ended=True) if p is oldest else p for p in polls)
+    polls = (*polls, Poll(req.poll_id, req.device, req.endpoint, req.until))
+    while len(polls) > POLL_MEMORY:  # forget the oldest spent poll (live ones are at most MAX_POLLS)
+        spent = next(i for i, p in enumerate(polls) if not p.live(now))
+        polls = polls[:spent] + polls[spent + 1 :]
+    return _with_polls(state, polls)
+
+
+def _poll_end(state: DeviceState, req: CommandPollEnd, now: float) -> DeviceState:
+    polls = tuple(
+        dataclasses.replace(p, ended=True) if p.poll_id == req.poll_id and p.live(now) else p
+        for p in _prune(state.polls, now)
+    )
+    return _with_polls(state, polls)
+
+
+def _prune(polls: tuple[Poll, ...], now: float) -> tuple[Poll, ...]:
+    """Drop the polls past their ``until`` (live or spent): nothing can reach or revive them any more."""
+    if all(now < p.until for p in polls):
+        return polls
+    return tuple(p for p in polls if now < p.until)
+
+
+def _with_polls(state: DeviceState, polls: tuple[Poll, ...]) -> DeviceState:
+    return state if polls == state.polls else dataclasses.replace(state, polls=polls)
 
 
 def _registry(state: DeviceState, change: RegistryChangeView, now: float) -> tuple[DeviceState, list[Effect]]:

@@ -56,6 +56,33 @@ class RegistryMark:
     block: Reason | None
 
 
+#: At most this many live command polls (waiters) per device key; a new one beyond drops the oldest.
+MAX_POLLS = 8
+#: At most this many polls per device key in all (live and spent), so the table entry stays small.
+POLL_MEMORY = 24
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """A command waiter (:class:`~schemas.state.CommandPoll`) kept in the route's state; not a connection.
+
+    ``device`` is the device the command must be for (a gateway polls on behalf of its devices). A poll is
+    *live* while ``now < until`` and it is neither ``ended`` nor consumed (``command_id``: the request id of
+    the command it answered). Spent polls are kept until ``until`` so that a replayed poll is not revived
+    and a replayed command goes to the same poll again instead of consuming another one.
+    """
+
+    poll_id: str
+    device: str
+    endpoint: str
+    until: float
+    command_id: str | None = None
+    ended: bool = False
+
+    def live(self, now: float) -> bool:
+        return self.command_id is None and not self.ended and now < self.until
+
+
 #: Registry marks of one resource (device, or application in one partition), oldest first, at most
 #: :data:`MARK_MEMORY` incarnations (uids): a late record of a deleted incarnation never hides the block of
 #: the current one.
@@ -69,13 +96,15 @@ class DeviceState:
 
     ``sequence`` is the last sequence number given to a connection event of this device; it only grows, also
     across periods without a holder. ``ended`` holds the most recent ended connection ids, oldest first.
-    ``marks`` are the device-level registry marks.
+    ``marks`` are the device-level registry marks. ``polls`` are the command waiters of HTTP requests (live
+    and recently spent, oldest first; see :class:`Poll`): they never make the device "held".
     """
 
     holder: Holder | None = None
     sequence: int = 0
     ended: tuple[str, ...] = ()
     marks: Marks = ()
+    polls: tuple[Poll, ...] = ()
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(_state_dict(self))
@@ -90,6 +119,7 @@ class DeviceState:
                 sequence=int(d["sequence"]),
                 ended=tuple(str(c) for c in d["ended"]),
                 marks=marks_from_list(d.get("marks") or []),
+                polls=tuple(_poll(p) for p in d.get("polls") or ()),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise MalformedRecord(f"device state: {e!r}") from None
@@ -205,7 +235,18 @@ def _state_dict(s: DeviceState) -> dict[str, Any]:
         "sequence": s.sequence,
         "ended": list(s.ended),
         "marks": _marks_list(s.marks),
+        "polls": [
+            {"poll_id": p.poll_id, "device": p.device, "endpoint": p.endpoint, "until": p.until,
+             "command_id": p.command_id, "ended": p.ended}
+            for p in s.polls
+        ],
     }
+
+
+def _poll(d: dict[str, Any]) -> Poll:
+    command_id = d["command_id"]
+    return Poll(str(d["poll_id"]), str(d["device"]), str(d["endpoint"]), float(d["until"]),
+                None if command_id is None else str(command_id), bool(d["ended"]))
 
 
 def _marks_list(marks: Marks) -> list[dict[str, Any]]:

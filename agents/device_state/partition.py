@@ -7,7 +7,9 @@ table when the partition is (re)assigned and maintained as holders change:
 * endpoint instance -> {device key: connection id} — so :class:`~schemas.state.EndpointLost` ends exactly
   the devices that instance holds here, without scanning the table;
 * application -> {device keys held} — so an application-level registry change reaches every live
-  connection of that app in this partition, without scanning the table.
+  connection of that app in this partition, without scanning the table;
+* endpoint instance -> {device keys with a command poll of it} — so :class:`~schemas.state.EndpointLost`
+  also ends the polls (HTTP ``ct`` waiters) of a dead endpoint.
 
 The indexes are derived data, so they live in memory and are rebuilt by one scan of the partition's own
 RocksDB store (not of the whole table) on (re)assignment: a Faust table has no prefix scan, and a persisted
@@ -27,10 +29,12 @@ from urllib.parse import unquote
 
 import orjson
 
-from agents.device_state.decide import DeviceRequest, decide, decide_app
+from agents.device_state.decide import DeviceRequest, decide, decide_app, end_polls_of
 from agents.device_state.model import DeviceState, Effect, Holder, Marks, marks_from_bytes, marks_to_bytes
 from schemas.keys import app_key, device_key
 from schemas.state import (
+    CommandPoll,
+    CommandPollEnd,
     CommandRequest,
     ConnectRequest,
     DisconnectRequest,
@@ -66,14 +70,19 @@ class PartitionCore:
         self.apps = apps
         self.by_endpoint: dict[str, dict[str, str]] = defaultdict(dict)
         self.by_app: dict[str, set[str]] = defaultdict(set)
+        self.polls_by_endpoint: dict[str, set[str]] = defaultdict(set)
         for key, raw in existing:
             try:
-                holder = orjson.loads(raw)["holder"]
+                data = orjson.loads(raw)
+                holder = data["holder"]
+                poll_endpoints = {str(p["endpoint"]) for p in data.get("polls") or ()}
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue  # a corrupt entry: the record that touches it next is skipped and logged
             if holder is not None:
                 self.by_endpoint[holder["endpoint"]][key] = holder["connection_id"]
                 self.by_app[holder["app"]].add(key)
+            for endpoint in poll_endpoints:
+                self.polls_by_endpoint[endpoint].add(key)
 
     def handle(self, request: StateRequest, now: float) -> list[Effect]:
         """Apply one record of this partition and return the effects to carry out, in order."""
@@ -82,7 +91,8 @@ class PartitionCore:
         if isinstance(request, RegistryChangeView) and request.scope is Scope.APPLICATION:
             return self._app_change(request, now)
         assert request.device is not None  # device-scoped records always name their device
-        device = request.route if isinstance(request, CommandRequest) else request.device
+        # commands and polls live in the state of the delivering connection (the route)
+        device = request.route if isinstance(request, CommandRequest | CommandPoll | CommandPollEnd) else request.device
         return self._apply(device_key(request.app, device), request, now)
 
     def holders(self) -> int:
@@ -106,6 +116,8 @@ class PartitionCore:
                     self._unindex(key, state.holder)
                 if new.holder is not None:
                     self._index(key, new.holder)
+            if new.polls != state.polls:
+                self._index_polls(key, state, new)
         return effects
 
     def _endpoint_lost(self, endpoint: str, now: float) -> list[Effect]:
@@ -115,6 +127,15 @@ class PartitionCore:
             request = DisconnectRequest(app, device, connection_id, endpoint, Reason.ENDPOINT_LOST)
             effects += self._apply(key, request, now)  # stale (index ahead of table) -> no effects
         self.by_endpoint.pop(endpoint, None)
+        for key in sorted(self.polls_by_endpoint.get(endpoint, ())):  # (spent polls stay until pruned)
+            raw = self.sessions.get(key)
+            if raw is None:
+                continue
+            state = DeviceState.from_bytes(raw)
+            new = end_polls_of(state, endpoint, now)
+            if new is not state:
+                self.sessions[key] = new.to_bytes()
+                self._index_polls(key, state, new)
         return effects
 
     def _app_change(self, change: RegistryChangeView, now: float) -> list[Effect]:
@@ -130,6 +151,18 @@ class PartitionCore:
         for key in sorted(self.by_app.get(change.app, ())):
             effects += self._apply(key, change.for_device(split_device_key(key)[1]), now)
         return effects
+
+    def _index_polls(self, key: str, old: DeviceState, new: DeviceState) -> None:
+        """Keep ``polls_by_endpoint`` in step with the polls (live or spent) of ``key``."""
+        now_in = {p.endpoint for p in new.polls}
+        for endpoint in {p.endpoint for p in old.polls} - now_in:
+            keys = self.polls_by_endpoint.get(endpoint)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.polls_by_endpoint[endpoint]
+        for endpoint in now_in:
+            self.polls_by_endpoint[endpoint].add(key)
 
     def _index(self, key: str, holder: Holder) -> None:
         self.by_endpoint[holder.endpoint][key] = holder.connection_id

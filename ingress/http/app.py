@@ -9,7 +9,10 @@ Routes: ``POST /v1/{channel}`` and ``POST /v1/{channel}/{suffix...}`` (suffix ig
 
 Status codes (mapped here, the edge, and nowhere else):
 
-* 202, empty: published (Kafka acked).
+* 202, empty: published (Kafka acked); with ``ct``/``commandTimeout`` > 0, no command came within that time.
+* 200 + header ``command: <name>`` + the raw command payload (``Content-Type`` of the command, if it had one):
+  published, and a command for (app, sender, device) arrived within ``ct`` seconds
+  (:mod:`ingress.http.commands`; the wait starts only after the publish was acknowledged).
 * 400 ``{"error":"BadRequest","message":…}``: bad query (``ct`` not an integer, repeated parameter).
 * 403 ``{"code":403,"error":"AuthenticationError","message":"Authentication failed"}``: no, malformed or wrong
   credentials, disabled app or device, ``as`` refused (one answer for all: no enumeration).
@@ -19,12 +22,14 @@ Status codes (mapped here, the edge, and nowhere else):
   unavailable, topic not ready (Drogue: 500 for the last; Kedge: transient, so 503).
 * 500 ``{"error":"InternalError","message":"Internal server error"}``: anything else (logged, no traceback).
 
-The authenticator (with its cache) and the publisher are created once, at startup (ASGI lifespan), by the
-``resources`` factory; tests may pass them ready-made instead.
+The authenticator (with its cache), the publisher and the command waits are created once, at startup (ASGI
+lifespan), by the ``resources`` factory; tests may pass them ready-made instead. Without command waits
+(``Resources.commands`` None) a request with ``ct`` is answered 202 at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -36,12 +41,14 @@ from urllib.parse import unquote
 
 import orjson
 
+from ingress.http.commands import CommandWaits
 from ingress.http.login import http_login
 from ingress.http.params import BadRequest, parse_publish_params
 from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
 from ingress.publish import EventSink, PublishUnavailable, QueueFull
 from schemas.auth import AuthUnavailable, DeviceAuthenticator
 from schemas.events import PayloadRejected, build_device_event
+from schemas.state import DeliverCommand
 
 __all__ = ["HttpEndpoint", "Resources"]
 
@@ -59,6 +66,8 @@ class Resources:
 
     authenticator: DeviceAuthenticator
     sink: EventSink
+    #: commands to requests waiting with ``ct`` (None: such requests are answered at once)
+    commands: CommandWaits | None = None
 
 
 class _TooLarge(Exception):
@@ -75,6 +84,8 @@ class _Response:
     body: bytes = b""
     content_type: bytes | None = b"application/json"
     retry_after: bool = False
+    #: the command this response carries (200 with the ``command`` header); reported delivered once sent
+    command: DeliverCommand | None = None
 
 
 def _error(status: int, error: str, message: str, *, retry_after: bool = False) -> _Response:
@@ -114,6 +125,8 @@ class HttpEndpoint:
         self._on_ready = on_ready
         self.authenticator: DeviceAuthenticator | None = ready.authenticator if ready else None
         self.sink: EventSink | None = ready.sink if ready else None
+        self.commands: CommandWaits | None = ready.commands if ready else None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -130,7 +143,8 @@ class HttpEndpoint:
         try:
             if self._resources is not None:
                 res = await stack.enter_async_context(self._resources())
-                self.authenticator, self.sink = res.authenticator, res.sink
+                self.authenticator, self.sink, self.commands = res.authenticator, res.sink, res.commands
+            self._loop = asyncio.get_running_loop()
         except Exception as exc:
             log.exception("http endpoint failed to start")
             await stack.aclose()
@@ -145,6 +159,12 @@ class HttpEndpoint:
         except Exception:
             log.exception("http endpoint shutdown failed")
         await send({"type": "lifespan.shutdown.complete"})
+
+    def shutdown_requested(self) -> None:
+        """The server is stopping: answer the requests waiting for a command now (202), so the graceful
+        shutdown does not wait for their ``ct``. Safe to call from a signal handler."""
+        if self.commands is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.commands.release)
 
     # ------------------------------------------------------------------------------------------ routing
 
@@ -163,6 +183,8 @@ class HttpEndpoint:
             finally:
                 self.metrics.latency.observe(time.perf_counter() - started)
             await _send(send, response)
+            if response.command is not None and self.commands is not None:
+                await self.commands.delivered(response.command)
         elif path == "/" and method in ("GET", "HEAD"):
             await _send(send, SUCCESS)
         elif path == "/metrics" and method in ("GET", "HEAD"):
@@ -245,12 +267,23 @@ class HttpEndpoint:
             content_type=content_type or None, data_schema=params.data_schema,
         )
         await sink.publish(event, topic_ready=sender.topic_ready)
-        if params.command_timeout_s:
-            # Command delivery to HTTP devices comes with the command issue: after the publish succeeded,
-            # subscribe to commands for (app, sender, origin device), wait up to `ct` seconds and answer
-            # 200 + `command: <name>` header + payload when one arrives. Until then: 202 without waiting.
-            pass
-        return ACCEPTED
+        commands = self.commands
+        if not params.command_timeout_s or commands is None:
+            return ACCEPTED
+        # the publish is acknowledged: now wait for a command for (app, sender, origin device)
+        gone = asyncio.ensure_future(receive())  # completes when the client disconnects
+        gateway = sender.device if origin.device != sender.device else None
+        try:
+            command = await commands.wait(sender.app, origin.device, gateway, params.command_timeout_s, gone)
+        finally:
+            left = gone.done() and not gone.cancelled()
+            gone.cancel()
+        if command is None:
+            if left:
+                raise _ClientGone
+            return ACCEPTED
+        ctype = command.content_type.encode("latin-1", "replace") if command.content_type else None
+        return _Response(200, command.payload, ctype, command=command)
 
 
 def _channel(scope: Scope) -> str:
@@ -308,5 +341,7 @@ async def _send(send: Send, response: _Response) -> None:
         headers.append((b"content-type", response.content_type))
     if response.retry_after:
         headers.append((b"retry-after", b"1"))
+    if response.command is not None:
+        headers.append((b"command", response.command.command.encode("utf-8")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})

@@ -1,8 +1,9 @@
 """Run the HTTP endpoint with uvicorn (uvloop + httptools) until SIGTERM/SIGINT.
 
 The listening socket is bound before uvicorn starts, so port 0 works and the real address is known. On
-SIGTERM uvicorn stops accepting, finishes the requests in flight, then the lifespan shutdown flushes and
-closes the producer: an accepted (202) event is never dropped by a clean stop.
+SIGTERM uvicorn stops accepting, finishes the requests in flight (those waiting for a command with ``ct`` are
+answered 202 at once), then the lifespan shutdown flushes and closes the producer: an accepted (202) event is
+never dropped by a clean stop.
 """
 
 from __future__ import annotations
@@ -70,8 +71,14 @@ class _Server(uvicorn.Server):
     (uvicorn re-raises a captured signal after shutting down, which would make the exit status -15.)
     """
 
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
+        if self._on_exit is not None:
+            self._on_exit()
         if sig == signal.SIGTERM:
             with contextlib.suppress(AttributeError, ValueError):
                 self._captured_signals.remove(sig)
@@ -84,4 +91,4 @@ def run(app: HttpEndpoint, sock: socket.socket, *, log_level: str = "info", acce
         log_level=log_level, access_log=access_log, proxy_headers=False, server_header=False,
         timeout_graceful_shutdown=10,
     )
-    _Server(config).run(sockets=[sock])
+    _Server(config, on_exit=app.shutdown_requested).run(sockets=[sock])

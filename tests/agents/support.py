@@ -123,3 +123,18 @@ def connection_log(events: list[DeviceEvent]) -> list[tuple[str, str, str | None
         else:
             out.append(("will", e.subject or "", None, ""))
     return out
+
+
+def assert_repeats_identical(device: str, events: list[DeviceEvent]) -> None:
+    """At-least-once may repeat an event, but only as the same event: same id, same content. A transition
+    applied twice would show as two different ids with the same kind or one sequence under two ids."""
+    by_id: dict[str, DeviceEvent] = {}
+    by_sequence: dict[str, str] = {}
+    for e in events:
+        first = by_id.setdefault(e.id, e)
+        assert (first.type, first.data, first.extensions) == (e.type, e.data, e.extensions), (
+            f"{device}: two different events share the id {e.id}: {first} / {e}")
+        seq = e.extensions.get("sequence")
+        if seq is not None and e.type == "io.drogue.connection.v1":
+            assert by_sequence.setdefault(seq, e.id) == e.id, (
+                f"{device}: sequence {seq} under two event ids (a doubled transition): {connection_log(events)}")

@@ -11,6 +11,10 @@ reassignments (the core rebuilt from its table). On the emitted effects, for eve
 * every connect gets exactly one reply, an accepting reply comes after its ``connected`` event;
 * takeover, lease loss and registry blocks kick the old connection's endpoint;
 * a blocked device or app refuses connects; commands reach the holder only, or fail as offline;
+* command polls (HTTP ``ct`` waiters, also of a gateway on behalf of a device) never produce effects (no
+  connection events, kicks or replies) and never change a holder; the holder has priority over polls; without
+  a holder a command goes to the oldest live poll of its route for its device, and a consumed, ended or
+  expired poll never receives another command (a replayed command goes to the poll it already consumed);
 * the endpoint/app indexes always agree with the table.
 """
 
@@ -25,6 +29,7 @@ from hypothesis import strategies as st
 
 from agents.device_state.decide import blocked
 from agents.device_state.model import (
+    MAX_POLLS,
     CommandFailed,
     DeviceState,
     Effect,
@@ -39,6 +44,8 @@ from agents.device_state.partition import PartitionCore
 from schemas.keys import app_key, device_key
 from schemas.state import (
     DEVICE_OFFLINE,
+    CommandPoll,
+    CommandPollEnd,
     CommandRequest,
     ConnectRequest,
     DisconnectRequest,
@@ -54,19 +61,38 @@ from schemas.state import (
 APP, APP_UID = "app", "app-uid"
 DEVICES = ["d0", "d1", "d2"]
 ENDPOINTS = ["e0", "e1", "e2"]
+#: the gateway of polls and commands sent on behalf of another device (None: the device itself)
+SENDERS = [None, "d0"]
 END_REASONS = [Reason.NORMAL, Reason.KEEPALIVE_TIMEOUT, Reason.ERROR, Reason.ENDPOINT_LOST]
 
 op = st.one_of(
     st.tuples(st.just("connect"), st.sampled_from(ENDPOINTS), st.sampled_from(DEVICES), st.booleans()),
     st.tuples(st.just("disconnect"), st.integers(0, 50), st.sampled_from(END_REASONS), st.booleans()),
-    st.tuples(st.just("lost"), st.sampled_from(ENDPOINTS)),
+    st.tuples(st.just("lost"), st.sampled_from([*ENDPOINTS, "h0"])),
     st.tuples(st.just("device"), st.sampled_from(DEVICES),
               st.sampled_from(["disable", "enable", "delete", "cascade", "recreate"])),
     st.tuples(st.just("app"), st.sampled_from(["disable", "enable", "delete"])),
-    st.tuples(st.just("command"), st.sampled_from(DEVICES)),
+    st.tuples(st.just("command"), st.sampled_from(DEVICES), st.sampled_from(SENDERS)),
+    st.tuples(st.just("poll"), st.sampled_from(["h0", "h1"]), st.sampled_from(DEVICES), st.sampled_from(SENDERS),
+              st.integers(1, 10)),
+    st.tuples(st.just("poll-end"), st.integers(0, 50)),
     st.tuples(st.just("replay"), st.integers(0, 200)),
     st.tuples(st.just("rebuild")),
 )
+
+_poll = st.tuples(st.just("poll"), st.sampled_from(["h0", "h1"]), st.sampled_from(DEVICES[:2]),
+                  st.sampled_from(SENDERS), st.integers(1, 10))
+_command = st.tuples(st.just("command"), st.sampled_from(DEVICES[:2]), st.sampled_from(SENDERS))
+#: polls and commands on few devices, so that commands often meet live polls (and holders)
+poll_heavy_op = st.sampled_from([
+    _poll, _poll, _poll, _command, _command, _command,
+    st.tuples(st.just("poll-end"), st.integers(0, 50)),
+    st.tuples(st.just("connect"), st.sampled_from(ENDPOINTS), st.sampled_from(DEVICES[:2]), st.booleans()),
+    st.tuples(st.just("disconnect"), st.integers(0, 50), st.sampled_from(END_REASONS), st.booleans()),
+    st.tuples(st.just("lost"), st.sampled_from(["e0", "h0"])),
+    st.tuples(st.just("replay"), st.integers(0, 200)),
+    st.tuples(st.just("rebuild")),
+]).flatmap(lambda strategy: strategy)
 
 
 class Harness:
@@ -80,6 +106,10 @@ class Harness:
         self.incarnation: dict[str, int] = dict.fromkeys(DEVICES, 0)  # device -> uid generation
         self.deleted: set[str] = set()  # device uids whose deletion was processed
         self.now = 1000.0
+        #: the harness's own model of the polls: poll id -> request, and state ("live", "ended", "dropped",
+        #: or the request id of the command that consumed it)
+        self.polls: dict[str, CommandPoll] = {}
+        self.poll_state: dict[str, str] = {}
 
     def run(self, o: tuple[Any, ...]) -> None:
         kind = o[0]
@@ -115,7 +145,17 @@ class Harness:
                 request = RegistryChangeView(APP, None, operation, APP_UID, disabled, Scope.APPLICATION,
                                              self.revision)
         elif kind == "command":
-            request = CommandRequest(APP, o[1], "cmd", b"x", None, f"q{len(self.log)}", "requester")
+            sender = o[2] if o[2] != o[1] else None
+            request = CommandRequest(APP, o[1], "cmd", b"x", None, f"q{len(self.log)}", "requester", sender)
+        elif kind == "poll":
+            _, endpoint, device, sender, ct = o
+            request = CommandPoll(APP, device, endpoint, f"p{len(self.polls)}", self.now + ct,
+                                  sender if sender != device else None)
+        elif kind == "poll-end":
+            if not self.polls:
+                return
+            p = list(self.polls.values())[o[1] % len(self.polls)]
+            request = CommandPollEnd(APP, p.device, p.poll_id, p.sender)
         elif kind == "replay":
             if not self.log:
                 return
@@ -128,6 +168,7 @@ class Harness:
         before = {k: DeviceState.from_bytes(v) for k, v in self.sessions.items()}
         effects = self.core.handle(request, self.now)
         self.check_step(request, effects, before)
+        self.check_polls(request, effects, before)
         if isinstance(request, ConnectRequest) and request.device_uid in self.deleted:
             assert not any(isinstance(e, SendReply) and e.record.accepted for e in effects), "deleted uid accepted"
         if isinstance(request, RegistryChangeView) and request.operation is Operation.DELETED and request.device:
@@ -161,11 +202,9 @@ class Harness:
         else:
             assert not replies
         if isinstance(request, CommandRequest):
-            state = before.get(device_key(request.app, request.device), DeviceState())
+            state = before.get(device_key(request.app, request.route), DeviceState())
             if state.holder is None:
-                (failed,) = effects
-                assert isinstance(failed, CommandFailed) and failed.endpoint == "requester"
-                assert not failed.record.delivered and failed.record.reason == DEVICE_OFFLINE
+                pass  # a poll or offline: check_polls
             else:
                 assert len(effects) == 1 and isinstance(effects[0], SendCommand)
                 assert effects[0].endpoint == state.holder.endpoint
@@ -179,12 +218,64 @@ class Harness:
             ):
                 assert (holders[e.connection_id], e.connection_id) in kicks, f"no kick for {e}"
 
+    def check_polls(self, request: StateRequest, effects: list[Effect], before: dict[str, DeviceState]) -> None:
+        if isinstance(request, CommandPoll | CommandPollEnd):
+            after = {k: DeviceState.from_bytes(v) for k, v in self.sessions.items()}
+            assert effects == [], f"a poll produced effects: {effects}"
+            assert {k: s.holder for k, s in after.items() if s.holder} == {
+                k: s.holder for k, s in before.items() if s.holder}, "a poll changed a holder"
+            if isinstance(request, CommandPoll) and request.poll_id not in self.polls:
+                if request.until > self.now:
+                    live = self.live(request.route)
+                    if len(live) >= MAX_POLLS:
+                        self.poll_state[live[0]] = "dropped"
+                    self.poll_state[request.poll_id] = "live"
+                else:
+                    self.poll_state[request.poll_id] = "expired"
+                self.polls[request.poll_id] = request
+            elif isinstance(request, CommandPollEnd) and self.poll_state.get(request.poll_id) == "live":
+                self.poll_state[request.poll_id] = "ended"
+            return
+        if isinstance(request, EndpointLost):
+            for pid, st_ in self.poll_state.items():
+                if st_ == "live" and self.polls[pid].endpoint == request.endpoint:
+                    self.poll_state[pid] = "ended"
+            assert not any(isinstance(e, SendCommand) for e in effects)
+            return
+        if not isinstance(request, CommandRequest):
+            return
+        holder = before.get(device_key(request.app, request.route), DeviceState()).holder
+        if holder is not None:
+            return  # holder priority: check_step saw it go to the holder
+        # a replayed command goes to the poll it consumed while that is remembered (until its ``until``)
+        consumed = [pid for pid, st_ in self.poll_state.items()
+                    if st_ == request.request_id and self.polls[pid].until > self.now]
+        candidates = [pid for pid in self.live(request.route) if self.polls[pid].device == request.device]
+        expected = consumed[0] if consumed else (candidates[0] if candidates else None)
+        if expected is None:
+            (failed,) = effects
+            assert isinstance(failed, CommandFailed) and failed.endpoint == "requester"
+            assert not failed.record.delivered and failed.record.reason == DEVICE_OFFLINE
+            return
+        (sent,) = effects
+        assert isinstance(sent, SendCommand), f"a live poll was not used: {effects}"
+        assert sent.record.connection_id == expected, "not the oldest live poll (or not the consumed one)"
+        assert sent.endpoint == self.polls[expected].endpoint and sent.record.device == request.device
+        self.poll_state[expected] = request.request_id
+
+    def live(self, route: str) -> list[str]:
+        """The live polls of ``route`` in registration order, by the harness's model."""
+        return [pid for pid, st_ in self.poll_state.items()
+                if st_ == "live" and self.polls[pid].route == route and self.polls[pid].until > self.now]
+
     def check_index(self) -> None:
         held = {k: DeviceState.from_bytes(v).holder for k, v in self.sessions.items()}
         by_endpoint = {(ep, k, c) for ep, d in self.core.by_endpoint.items() for k, c in d.items()}
         assert by_endpoint == {(h.endpoint, k, h.connection_id) for k, h in held.items() if h}
         by_app = {(a, k) for a, ks in self.core.by_app.items() for k in ks}
         assert by_app == {(h.app, k) for k, h in held.items() if h}
+        polls = {(ep, k) for ep, ks in self.core.polls_by_endpoint.items() for k in ks}
+        assert polls == {(p.endpoint, k) for k, v in self.sessions.items() for p in DeviceState.from_bytes(v).polls}
 
     def check_streams(self) -> None:
         connects = {r.connection_id: r for r, _ in self.log if isinstance(r, ConnectRequest)}
@@ -244,6 +335,76 @@ def test_invariants_hold_for_random_interleavings(ops: list[tuple[Any, ...]]) ->
     for o in ops:
         h.run(o)
     h.check_streams()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(poll_heavy_op, min_size=10, max_size=60))
+def test_poll_invariants_hold_for_random_interleavings(ops: list[tuple[Any, ...]]) -> None:
+    h = Harness()
+    for o in ops:
+        h.run(o)
+    h.check_streams()
+
+
+def test_polls_answer_one_command_each_holder_first_gateway_polls_by_device() -> None:
+    h = Harness()
+    h.run(("poll", "h0", "d1", None, 10))  # p0: d1 itself
+    h.run(("poll", "h1", "d1", None, 10))  # p1
+    h.run(("poll", "h0", "d2", "d0", 50))  # p2: gateway d0 on behalf of d2
+    assert h.log[-1][1] == [] and h.core.holders() == 0
+    h.run(("command", "d1", None))
+    h.run(("command", "d1", None))
+    h.run(("command", "d1", None))
+    sent = [e for _, effects in h.log[-3:] for e in effects]
+    assert [(type(e).__name__, getattr(e, "endpoint", None)) for e in sent] == [
+        ("SendCommand", "h0"), ("SendCommand", "h1"), ("CommandFailed", "requester")]
+    assert [e.record.connection_id for e in sent[:2]] == ["p0", "p1"]  # type: ignore[union-attr]
+    h.run(("command", "d0", None))  # for the gateway itself: p2 waits for d2's commands only
+    assert isinstance(h.log[-1][1][0], CommandFailed)
+    h.run(("command", "d2", None))  # d2 directly: its own route has no poll
+    assert isinstance(h.log[-1][1][0], CommandFailed)
+    h.run(("replay", 0))  # p0 replayed after it was consumed: not revived
+    h.run(("connect", "e0", "d0", False))  # the gateway connects over MQTT: it has priority over p2
+    h.run(("command", "d2", "d0"))
+    (sent_to_holder,) = h.log[-1][1]
+    assert isinstance(sent_to_holder, SendCommand) and sent_to_holder.endpoint == "e0"
+    h.run(("disconnect", 0, Reason.NORMAL, True))
+    h.run(("command", "d2", "d0"))
+    (to_poll,) = h.log[-1][1]
+    assert isinstance(to_poll, SendCommand) and to_poll.record.connection_id == "p2"
+    h.run(("replay", len(h.log) - 1))  # the same command replayed: the same poll again
+    (again,) = h.log[-1][1]
+    assert isinstance(again, SendCommand) and again.record.connection_id == "p2"
+    h.check_streams()
+
+
+def test_ended_expired_and_overflowing_polls_get_no_command() -> None:
+    h = Harness()
+    h.run(("poll", "h0", "d1", None, 10))  # p0
+    h.run(("poll-end", 0))
+    h.run(("command", "d1", None))
+    assert isinstance(h.log[-1][1][0], CommandFailed)
+    h.run(("poll", "h0", "d1", None, 2))  # p1: until now+2; the next two steps make it expire
+    h.run(("command", "d0", None))
+    h.run(("command", "d1", None))
+    assert isinstance(h.log[-1][1][0], CommandFailed)
+    for _ in range(MAX_POLLS + 1):  # p2..p10: the ninth live poll ends the oldest (p2)
+        h.run(("poll", "h1", "d1", None, 50))
+    h.run(("command", "d1", None))
+    (sent,) = h.log[-1][1]
+    assert isinstance(sent, SendCommand) and sent.record.connection_id == "p3"
+
+
+def test_a_lost_endpoints_polls_end_also_after_a_rebuild() -> None:
+    h = Harness()
+    h.run(("poll", "h0", "d1", None, 50))  # p0
+    h.run(("poll", "h1", "d1", None, 50))  # p1
+    h.run(("rebuild",))
+    h.run(("lost", "h0"))
+    assert h.log[-1][1] == []
+    h.run(("command", "d1", None))
+    (sent,) = h.log[-1][1]
+    assert isinstance(sent, SendCommand) and sent.endpoint == "h1" and sent.record.connection_id == "p1"
 
 
 def test_takeover_emits_will_disconnected_connected_and_kicks_in_one_step() -> None:

@@ -1,9 +1,11 @@
 """Two `kedge worker` processes split the partitions; one is SIGKILLed and the other carries on with the
 ``sessions`` table recovered from its changelog: disconnects and takeovers after the failover still see the
-right holders and sequences (nothing lost, nothing doubled)."""
+right holders and sequences (nothing lost, nothing doubled: a repeated event is the same event, same id and
+content), and a device connecting during the rebalance is answered once its partition has a new owner."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -13,6 +15,7 @@ from schemas.state import Kick, Reason
 from tests.agents.support import (
     TEST_LEASE,
     EventReader,
+    assert_repeats_identical,
     connection_log,
     create_topics,
     kafka_settings,
@@ -24,6 +27,7 @@ from topology import names
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DEVICES = [f"dev-{i}" for i in range(8)]  # spread over the 4 partitions
+LATE = [f"late-{i}" for i in range(6)]  # connect while the group is still rebalancing after the kill
 
 
 async def test_sessions_survive_a_sigkilled_worker(bootstrap: str, procs: ProcGroup, tmp_path: object) -> None:
@@ -52,6 +56,11 @@ async def test_sessions_survive_a_sigkilled_worker(bootstrap: str, procs: ProcGr
                 "both workers should own device-state partitions before the kill"
             )
             first.kill()  # SIGKILL: no clean leave, the group notices after the session timeout
+            # devices that connect during the failover window: answered once their partition has an owner again
+            late_cids = {d: uuid.uuid4().hex for d in LATE}
+            replies = await asyncio.gather(*(client.connect(app, d, late_cids[d], "mqtt", "app-uid", f"{d}-uid")
+                                             for d in LATE))
+            assert all(r.accepted for r in replies), replies
 
             # half of the devices: a normal disconnect; the other half: taken over by another endpoint
             for i, d in enumerate(DEVICES):
@@ -75,7 +84,17 @@ async def test_sessions_survive_a_sigkilled_worker(bootstrap: str, procs: ProcGr
                 # and a repeat never comes after a later event: raw sequences never go down
                 raw = [e.extensions["sequence"] for e in events.of(d)]
                 assert raw == sorted(raw), f"{d}: a repeated event came after a later one: {raw}"
+                assert_repeats_identical(d, events.of(d))
             await eventually(lambda: len(kicks) == len(DEVICES) // 2, 20, "kicks for the taken-over devices")
+            for d in LATE:
+                await client.disconnect(app, d, late_cids[d], Reason.NORMAL, skip_will=True)
+            await events.wait(lambda: all(len(events.unique_of(d)) == 2 for d in LATE), 30,
+                              "the late devices' disconnects")
+            for d in LATE:
+                assert connection_log(events.unique_of(d)) == [
+                    ("connected", late_cids[d], None, f"{1:020d}"),
+                    ("disconnected", late_cids[d], "normal", f"{2:020d}")], f"{d}: {connection_log(events.of(d))}"
+                assert_repeats_identical(d, events.of(d))
 
             # the surviving worker rebuilt its endpoint index from the recovered table: releasing the
             # other endpoint's lease ends exactly the devices it holds

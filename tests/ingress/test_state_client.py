@@ -203,3 +203,41 @@ async def test_a_kick_that_overtakes_the_accept_turns_it_into_a_rejection(
             await agent
         await client.stop()
         await requests.stop()
+
+
+async def test_command_polls_go_to_iot_commands_keyed_by_their_route(kafka: tuple[str, AIOKafkaProducer]) -> None:
+    from schemas.keys import device_key
+    from schemas.state import CommandPoll, CommandPollEnd
+
+    bootstrap, producer = kafka
+    commands = await _tail(bootstrap, names.COMMANDS)
+    client = StateClient(kafka_settings(bootstrap), LEASE, producer=producer, require_topics=(names.COMMANDS,))
+    await client.start()
+    try:
+        await client.command_poll("app", "child", "p-1", 123.0, sender="gw")
+        await client.end_command_poll("app", "child", "p-1", sender="gw")
+        got: list[tuple[bytes | None, object]] = []
+
+        async def collect() -> bool:
+            for records in (await commands.getmany(timeout_ms=200)).values():
+                got.extend((r.key, decode_state_request(r.value)) for r in records)
+            return len(got) >= 2
+
+        await eventually(collect, 10, "the poll and its end on iot-commands")
+        key = device_key("app", "gw").encode()
+        assert got == [(key, CommandPoll("app", "child", client.instance_id, "p-1", 123.0, "gw")),
+                       (key, CommandPollEnd("app", "child", "p-1", "gw"))]
+    finally:
+        await client.stop()
+        await commands.stop()
+
+
+async def test_start_refuses_while_a_required_topic_is_missing(kafka: tuple[str, AIOKafkaProducer]) -> None:
+    from ingress.state_client import StateUnavailable
+
+    bootstrap, producer = kafka
+    client = StateClient(kafka_settings(bootstrap), LEASE, producer=producer,
+                         require_topics=(f"no-such-topic-{uuid.uuid4().hex[:6]}",))
+    with pytest.raises(StateUnavailable, match="do not exist"):
+        await client.start()
+    await client.stop(release=False)
