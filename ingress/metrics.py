@@ -7,7 +7,7 @@ process never collide). Names:
   ``drogue_downstream_events``): ``accepted``, ``rejected`` (payload, 406), ``queue_full``, ``not_ready``,
   ``unavailable``, ``error``.
 * ``kedge_auth_failures_total{endpoint,reason}`` — ``fail``, ``disabled``, ``unavailable``, ``as_refused``,
-  ``missing`` (no or malformed credentials).
+  ``missing`` (no or malformed credentials), ``rate_limited`` (MQTT per-source connect rate).
 * ``kedge_request_duration_seconds{endpoint}`` — request (HTTP) / publish (MQTT) latency histogram.
 * ``kedge_connections{endpoint}`` — open device connections (MQTT; unused by HTTP).
 """

@@ -25,6 +25,7 @@ from kedge.settings import Settings
 from registry import db
 from registry.access import Access, AccessConfig
 from registry.access import install as install_access
+from registry.access.secrets_dir import ADMIN_FILE
 from registry.api import device_auth, errors, resources
 from registry.authn.authenticator import RegistryAuthenticator
 from registry.outbox import OutboxRelay
@@ -120,10 +121,11 @@ def build(settings: Settings, *, producer_factory: ProducerFactory | None = None
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await db.migrate(engine)
-        name, password, created = await access.ensure_admin()
+        name, _password, created = await access.ensure_admin()
         if created:
-            log.warning("created the local admin user %r with password %r (kept in %s)", name, password,
-                        settings.data_dir)
+            # never the password itself: logs travel further than the 0600 file
+            log.warning("created the local admin user %r; its password is in %s", name,
+                        settings.data_dir / ADMIN_FILE)
         relay.start()
         if follower is not None:
             follower.start()

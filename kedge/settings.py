@@ -173,6 +173,10 @@ class MqttEndpointSettings(_Section):
     as_cache_ttl_s: float = Field(30.0, ge=0)
     #: port of a small HTTP listener serving GET /metrics (None: none; 0: any free port)
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    #: per-source-address CONNECT rate limit (token bucket): refill per second and bucket size; a CONNECT from
+    #: a source whose bucket is empty gets MQTT 5 CONNACK 0x9F / 3.1.1 code 3. 0 disables the limit
+    connect_rate_per_source: float = Field(50.0, ge=0)
+    connect_burst_per_source: int = Field(200, ge=1)
 
 
 class IntegrationSettings(_Section):

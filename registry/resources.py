@@ -28,6 +28,7 @@ from schemas.registry import (
 
 Row = Mapping[str, Any]
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
 #: the finalizer the registry puts on an application that is deleted while it still has devices
 HAS_DEVICES = "has-devices"
@@ -51,11 +52,20 @@ def validate_app_name(name: str) -> None:
 
 
 def validate_device_name(name: str) -> None:
-    """Device names are non-empty and at most 255 bytes (UTF-8)."""
+    """Device names are non-empty, at most 255 bytes (UTF-8), valid Unicode, without control characters.
+
+    (NUL cannot be stored in PostgreSQL text nor carried in an MQTT string, a newline makes the device unreachable
+    at ``/devices/{device:path}`` and forges log lines, a lone surrogate cannot be encoded.)"""
     if not name:
         raise BadRequest("invalid device name: must not be empty")
     if len(name.encode("utf-8", "surrogatepass")) > 255:
         raise BadRequest("invalid device name: longer than 255 bytes")
+    if _CONTROL.search(name):
+        raise BadRequest("invalid device name: must not contain control characters (NUL, newline, ...)")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("invalid device name: not valid Unicode (lone surrogate)") from None
 
 
 # ------------------------------------------------------------------------------------ validation messages

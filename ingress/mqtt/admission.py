@@ -25,9 +25,13 @@ async def admit(conn: MqttConnection, event: ConnectReceived) -> ReasonCode:
     """Authenticate ``event``'s device and ask the agent to make it the holder; the CONNACK reason.
 
     §17 row 14.8: FAIL (or unusable credentials) 0x86 / v3 4, DISABLED 0x87 / v3 5, registry or device-state
-    unavailable or refused 0x88 / v3 3. On success ``conn`` knows its identity, dialect and connection id and is
+    unavailable or refused 0x88 / v3 3, per-source connect rate exceeded 0x9F / v3 3.
+    On success ``conn`` knows its identity, dialect and connection id and is
     registered with the endpoint (kicks and commands find it)."""
     connect = event.connect
+    if not conn.ep.connect_allowed(conn.transport, conn.loop.time()):
+        conn.ep.metrics.auth_failure("rate_limited")
+        return ReasonCode.CONNECTION_RATE_EXCEEDED
     if event.persistent_session:
         # no session state outlives a connection (reference §5: clean session required)
         return ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR if event.version == V5 \

@@ -15,6 +15,7 @@ from prometheus_client import Gauge
 from ingress.metrics import IngressMetrics
 from ingress.mqtt.connection import MqttConnection
 from ingress.mqtt.login import MqttLogin, mqtt_login
+from ingress.mqtt.ratelimit import ConnectRateLimiter
 from ingress.mqtt.tls import peer_chain
 from ingress.publish import EventSink
 from protocols.mqtt import Connect, ProtocolVersion, SessionConfig
@@ -65,6 +66,7 @@ class MqttEndpoint:
         max_pending: int = 64,
         as_cache_size: int = 128,
         as_cache_ttl_s: float = 30.0,
+        connect_rate: ConnectRateLimiter | None = None,
     ) -> None:
         self.instance = instance
         self.authenticator = authenticator
@@ -75,6 +77,7 @@ class MqttEndpoint:
         self.max_pending = max_pending
         self.as_cache_size = as_cache_size
         self.as_cache_ttl_s = as_cache_ttl_s
+        self.connect_rate = connect_rate if connect_rate is not None else ConnectRateLimiter(None, 1)
         self.connections: dict[str, MqttConnection] = {}
         self.open: set[MqttConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -89,6 +92,12 @@ class MqttEndpoint:
     def login(self, connect: Connect, transport: asyncio.BaseTransport | None) -> MqttLogin | None:
         """The login of a CONNECT (with the client certificate of a TLS connection, if any)."""
         return mqtt_login(connect.username, connect.password, connect.client_id, peer_chain(transport))
+
+    def connect_allowed(self, transport: asyncio.BaseTransport | None, now: float) -> bool:
+        """Take a token of the connection's source address (the per-source connect rate limit)."""
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        return self.connect_rate.allow(source, now)
 
     @staticmethod
     def protocol_name(version: ProtocolVersion) -> str:

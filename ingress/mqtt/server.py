@@ -20,6 +20,7 @@ import uvloop
 
 from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
 from ingress.mqtt.endpoint import MqttEndpoint, MqttResources
+from ingress.mqtt.ratelimit import ConnectRateLimiter
 from ingress.mqtt.tls import server_context
 from ingress.state_client import StateClient
 from kedge.settings import Settings
@@ -56,6 +57,7 @@ async def serve(
                 instance=settings.instance, authenticator=res.authenticator, sink=res.sink, state=state,
                 metrics=metrics, session_config=session_config(settings), max_pending=m.max_pending_publishes,
                 as_cache_size=m.as_cache_size, as_cache_ttl_s=m.as_cache_ttl_s,
+                connect_rate=ConnectRateLimiter(m.connect_rate_per_source, m.connect_burst_per_source),
             )
             state.on_kick = endpoint.on_kick
             state.on_command = endpoint.on_command

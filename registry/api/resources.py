@@ -114,7 +114,8 @@ async def list_apps(request: Request, registry: Reg, identity: CurrentIdentity, 
     return JSONResponse([res.render(r) for r in rows])
 
 
-@router.post("/apps", status_code=201, summary="Create an application (the caller becomes its owner)")
+@router.post("/apps", status_code=201, response_class=Response,
+             summary="Create an application (the caller becomes its owner)")
 async def create_app(request: Request, registry: Reg, identity: CurrentIdentity,
                      body: ApplicationIn) -> Response:
     if identity.anonymous and not _anonymous_write(request):
@@ -155,7 +156,7 @@ async def list_devices(request: Request, registry: Reg, identity: CurrentIdentit
     return JSONResponse([res.render(r, app=app) for r in rows])
 
 
-@router.post("/apps/{app}/devices", status_code=201, summary="Create a device")
+@router.post("/apps/{app}/devices", status_code=201, response_class=Response, summary="Create a device")
 async def create_device(request: Request, registry: Reg, identity: CurrentIdentity, app: str,
                         body: DeviceIn) -> Response:
     row = await registry.create_device(app, body, _guard(request, identity, Permission.WRITE, NotFound))
