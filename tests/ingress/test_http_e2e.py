@@ -3,84 +3,22 @@ over a real socket; the records are read back from Kafka and parsed with the clo
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 
-from kedge import kafka
-from kedge.settings import KafkaSettings, TopologySettings
-from registry.db import create_engine, migrate
-from registry.outbox import OutboxRelay
-from registry.store import Registry
-from schemas.registry import ApplicationIn, DeviceIn
+from registry.db import create_engine
 from tests.ingress.kafka_support import create_app_topic, read_records
+from tests.ingress.registry_support import basic, create_registry_topic, disable_and_relay, seed_registry
 from tests.support.procs import ProcGroup, eventually, kedge
-from topology.apply import apply
-from topology.declare import TopicSpec
-from topology.names import REGISTRY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FORBIDDEN = {"code": 403, "error": "AuthenticationError", "message": "Authentication failed"}
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def device(app: str, name: str, spec: dict[str, Any]) -> DeviceIn:
-    return DeviceIn.model_validate({"metadata": {"application": app, "name": name}, "spec": spec})
-
-
-async def seed_registry(data_dir: Path, app: str) -> dict[str, str]:
-    """Create the app and its devices with the registry's own storage functions; return their uids."""
-    engine = create_engine(f"sqlite+aiosqlite:///{data_dir / 'registry.db'}")
-    try:
-        await migrate(engine)
-        registry = Registry(engine)
-        app_in = ApplicationIn.model_validate({"metadata": {"name": app}})
-        app_row = await registry.create_app(app_in, owner=None)
-        uids = {"app": app_row["uid"]}
-        creds = {"credentials": {"credentials": [{"pass": "secret"}]}}
-        for name, spec in [
-            ("dev-1", creds),
-            ("gw", creds),
-            ("child", {**creds, "gatewaySelector": {"matchNames": ["gw"]}}),
-            ("off", {**creds, "core": {"disabled": True}}),
-        ]:
-            uids[name] = (await registry.create_device(app, device(app, name, spec)))["uid"]
-        return uids
-    finally:
-        await engine.dispose()
-
-
-async def create_registry_topic(bootstrap: str) -> None:
-    admin = kafka.admin_client(KafkaSettings(bootstrap_servers=bootstrap))
-    await admin.start()
-    try:
-        await apply(admin, [TopicSpec(REGISTRY, TopologySettings().device_partitions, 1, {}, "registry")])
-    finally:
-        await admin.close()
-
-
-async def disable_and_relay(bootstrap: str, data_dir: Path, app: str, name: str) -> None:
-    """Disable a device through the registry and relay its outbox row to the `registry` topic."""
-    engine = create_engine(f"sqlite+aiosqlite:///{data_dir / 'registry.db'}")
-    producer = kafka.producer(KafkaSettings(bootstrap_servers=bootstrap))
-    await producer.start()
-    try:
-        spec = {"credentials": {"credentials": [{"pass": "secret"}]}, "core": {"disabled": True}}
-        await Registry(engine).update_device(app, name, device(app, name, spec))
-        assert await OutboxRelay(engine, lambda: producer).drain_once(producer) >= 1
-    finally:
-        await producer.stop()
-        await engine.dispose()
 
 
 async def test_registry_device_publishes_through_kedge_serve_http(
@@ -114,7 +52,7 @@ async def test_registry_device_publishes_through_kedge_serve_http(
         refused = await client.post("/v1/telemetry", params={"as": "child"}, content=b"1",
                                     headers=basic(f"dev-1@{app}", "secret"))
         assert refused.status_code == 403
-        proxied = await client.post("/v1/telemetry/sub", params={"as": "child", "ct": "3"}, content=b"2",
+        proxied = await client.post("/v1/telemetry/sub", params={"as": "child", "ct": "1"}, content=b"2",
                                     headers=basic(f"gw@{app}", "secret"))
         assert proxied.status_code == 202, proxied.text
         too_big = await client.post("/v1/telemetry", content=b"x" * (256 * 1024 + 1),

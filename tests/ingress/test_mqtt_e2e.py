@@ -32,7 +32,7 @@ from schemas.state import CommandRequest
 from tests.agents.support import DEVICE_PARTITIONS, EventReader, connection_log, create_topics, start_worker
 from tests.ingress.kafka_support import read_records
 from tests.ingress.mqtt_support import Paho, RawClient
-from tests.ingress.test_http_e2e import seed_registry
+from tests.ingress.registry_support import seed_registry
 from tests.support.procs import ProcGroup, kedge
 from topology import names
 
@@ -50,6 +50,8 @@ class Stack:
     ws_port: int
     metrics_url: str
     ca_pem: Path
+    #: a second endpoint process (its own instance and lease) on the same broker, worker and registry
+    other_port: int
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     tmp = tmp_path_factory.mktemp("mqtt-e2e")
     app = f"mqtt-{uuid.uuid4().hex[:8]}"
-    uids = await seed_registry(tmp, app)
+    uids = await seed_registry(tmp, app, extra=("roamer",))
     bootstrap = kafka_broker.bootstrap
     await create_topics(bootstrap, app)
     ca = trustme.CA()
@@ -77,8 +79,15 @@ async def stack(
         await server.wait_for_log("metrics endpoint listening", 5)
         ports = dict(re.findall(r"(\w+) endpoint listening on \w+://127\.0\.0\.1:(\d+)", server.log()))
         assert set(ports) == {"mqtt", "mqtts", "ws", "metrics"}, server.log()
+        other = group.start("mqtt-2", kedge("serve", "mqtt", "--port", "0"), env={
+            "KEDGE_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "KEDGE_DATA_DIR": str(tmp),
+            "KEDGE_INSTANCE": "kedge-e2e", "KEDGE_TOPOLOGY__DEVICE_PARTITIONS": str(DEVICE_PARTITIONS)})
+        await other.wait_for_log("mqtt endpoint listening on mqtt://", 30)
+        other_port = re.search(r"mqtt endpoint listening on mqtt://127\.0\.0\.1:(\d+)", other.log())
+        assert other_port, other.log()
         yield Stack(bootstrap, app, uids, int(ports["mqtt"]), names.app_topic(app), int(ports["mqtts"]),
-                    int(ports["ws"]), f"http://127.0.0.1:{ports['metrics']}/metrics", tmp / "ca.pem")
+                    int(ports["ws"]), f"http://127.0.0.1:{ports['metrics']}/metrics", tmp / "ca.pem",
+                    int(other_port.group(1)))
         assert server.stop() == 0, server.log()  # SIGTERM: a clean stop
         assert "Traceback" not in server.log(), server.log()
     finally:
@@ -140,10 +149,13 @@ async def test_refusals_wrong_password_disabled_and_qos2(stack: Stack) -> None:
     assert await client.closed()
 
 
-async def test_second_connection_takes_over_with_0x8e(stack: Stack) -> None:
+@pytest.mark.parametrize("through", ["same endpoint", "second endpoint process"])
+async def test_second_connection_takes_over_with_0x8e(stack: Stack, through: str) -> None:
+    second_port, device = (stack.port, "gw") if through == "same endpoint" else (stack.other_port, "roamer")
+
     def takeover() -> int | None:
-        first = Paho(stack.port, f"gw@{stack.app}", "secret", paho.MQTTv5, client_id="first")
-        second = Paho(stack.port, f"gw@{stack.app}", "secret", paho.MQTTv5, client_id="second")
+        first = Paho(stack.port, f"{device}@{stack.app}", "secret", paho.MQTTv5, client_id="first")
+        second = Paho(second_port, f"{device}@{stack.app}", "secret", paho.MQTTv5, client_id="second")
         assert first.connect() == 0
         assert second.connect() == 0
         first.pump(lambda: first.disconnect_reason is not None, "the kick of the first connection")
@@ -153,8 +165,8 @@ async def test_second_connection_takes_over_with_0x8e(stack: Stack) -> None:
 
     async with EventReader(stack.bootstrap, stack.topic) as events:
         assert await asyncio.to_thread(takeover) == ReasonCode.SESSION_TAKEN_OVER
-        await events.wait(lambda: len(events.unique_of("gw")) >= 5, 20, "the takeover events of gw")
-        log = connection_log(events.unique_of("gw"))
+        await events.wait(lambda: len(events.unique_of(device)) >= 5, 20, f"the takeover events of {device}")
+        log = connection_log(events.unique_of(device))
     kinds = [(kind, reason) for kind, _, reason, _ in log if kind != "will"]
     assert kinds == [("connected", None), ("disconnected", "taken_over"), ("connected", None),
                      ("disconnected", "normal")], log

@@ -61,6 +61,17 @@ class Cluster:
                      "-t", "30", "start")
         return cluster
 
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut), keeping its data for :meth:`resume`."""
+        self._run(str(BIN / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server again after :meth:`pause`, on the same port and data."""
+        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off")
+        self._run(str(BIN / "pg_ctl"), "-D", str(self.root / "data"), "-o", opts, "-l", str(self.root / "log"),
+                  "-w", "-t", "30", "start")
+
     def stop(self) -> None:
         try:
             self._run(str(BIN / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
