@@ -15,11 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
+
 from kedge.errors import KedgeError
 from kedge.output import console, print_table
 from kedge.settings import Settings
 
 STOP_TIMEOUT_S = 10.0
+API_READY_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -67,7 +70,7 @@ async def _pump(entry: Entry, width: int) -> None:
     assert entry.proc is not None and entry.proc.stdout is not None
     colour = ["cyan", "magenta", "green", "yellow", "blue", "red"][hash(entry.name) % 6]
     async for raw in entry.proc.stdout:
-        line = raw.decode(errors="replace").rstrip()
+        line = escape(raw.decode(errors="replace").rstrip())
         console.print(f"[{colour}]{entry.name:<{width}}[/] | {line}", highlight=False, markup=True,
                       soft_wrap=True)
 
@@ -98,6 +101,24 @@ async def _stop(entries: list[Entry]) -> None:
         if entry.pump:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(entry.pump, 2)
+
+
+async def _wait_api_ready(settings: Settings, entry: Entry, stop: asyncio.Event) -> None:
+    """Wait until the API host answers ``/ready`` (its database is migrated), it dies, or Ctrl-C."""
+    import httpx
+
+    url = f"http://{settings.api.host}:{settings.api.port}/ready"
+    deadline = time.monotonic() + API_READY_TIMEOUT_S
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline and not stop.is_set():
+            if entry.proc is None or entry.proc.returncode is not None:
+                return  # the main loop reports the dead process
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    if not stop.is_set():
+        raise KedgeError(f"the API host did not become ready at {url} within {API_READY_TIMEOUT_S:g}s")
 
 
 async def up(settings: Settings, procfile: Path, *, only: list[str] | None = None,
@@ -136,6 +157,8 @@ async def up(settings: Settings, procfile: Path, *, only: list[str] | None = Non
                 states = await topology_run(settings, create=True)
                 console.print(f"topology: {sum(s.status.value == 'created' for s in states)} topics created, "
                               f"{len(states)} declared", highlight=False)
+            elif entry.name == "api":  # it migrates the registry database the endpoints read
+                await _wait_api_ready(settings, entry, stop)
         if embedded_broker and "broker" not in {e.name for e in entries}:
             await wait_until_ready(settings.kafka.bootstrap_servers, settings.broker.ready_timeout_s)
         print_table(["PROCESS", "PID", "STATE", "LISTENS"],

@@ -27,7 +27,12 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = Path(path)
+            db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # credentials live in it (plain device passwords where a device was given one): owner only;
+            # SQLite gives its -wal and -shm files the mode of the database file
+            if not db.exists():
+                db.touch(mode=0o600)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
         _sqlite_events(engine)
         return engine
