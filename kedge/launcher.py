@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -103,6 +104,15 @@ async def _stop(entries: list[Entry]) -> None:
                 await asyncio.wait_for(entry.pump, 2)
 
 
+def _forget_worker_tables(settings: Settings) -> None:
+    """A fresh embedded broker has no changelogs and no offsets: local RocksDB tables of an earlier run would
+    claim devices that are long gone (and Faust refuses tables ahead of their changelog). Start them empty."""
+    tables = settings.data_dir / "worker"
+    if tables.exists():
+        shutil.rmtree(tables)
+        console.print(f"embedded broker: starting the worker's tables afresh ({tables})", highlight=False)
+
+
 async def _wait_api_ready(settings: Settings, entry: Entry, stop: asyncio.Event) -> None:
     """Wait until the API host answers ``/ready`` (its database is migrated), it dies, or Ctrl-C."""
     import httpx
@@ -136,6 +146,8 @@ async def up(settings: Settings, procfile: Path, *, only: list[str] | None = Non
             raise KedgeError(f"not in {procfile}: {', '.join(sorted(unknown))}")
         entries = [e for e in entries if e.name in only or e.name == "broker"]
     env = settings.environment_for_child()
+    if embedded_broker and any(e.name == "worker" for e in entries):
+        _forget_worker_tables(settings)
     if embedded_broker:
         env["KEDGE_KAFKA__BOOTSTRAP_SERVERS"] = f"{settings.broker.host}:{settings.broker.port}"
         settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
