@@ -44,6 +44,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -84,6 +85,16 @@ class PublishUnavailable(PublishError):
 
 class TopicNotReady(PublishUnavailable):
     """The application's topic is not ready (its ``KafkaReady`` condition is false, reference §1.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An event waiting for the drainer; ``handed`` (for :meth:`Publisher.publish`) receives its ack future."""
+
+    producer: AIOKafkaProducer
+    event: DeviceEvent
+    size: int
+    handed: asyncio.Future[asyncio.Future[Any]] | None
 
 
 class EventSink(Protocol):
@@ -134,7 +145,7 @@ class Publisher:
         self._connector: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         #: best-effort events waiting for the drainer, which hands them to the producer one by one
-        self._backlog: deque[tuple[AIOKafkaProducer, DeviceEvent, int]] = deque()
+        self._backlog: deque[_Pending] = deque()
         self._backlog_ready = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
@@ -240,6 +251,9 @@ class Publisher:
     async def publish(self, event: DeviceEvent, *, topic_ready: bool = True) -> None:
         """Send ``event`` to its ``events-<app>`` topic and wait for the Kafka ack.
 
+        The event goes through the same drain task as :meth:`publish_nowait` (many concurrent senders would
+        stall aiokafka); only the wait for the ack is the caller's.
+
         Raises :class:`QueueFull`, :class:`TopicNotReady` or :class:`PublishUnavailable`; ``ValueError`` when
         the event has no ``application`` extension (a programming error).
         """
@@ -247,9 +261,11 @@ class Publisher:
         size = len(event.data)
         self.in_flight += 1
         self.in_flight_bytes += size
+        handed: asyncio.Future[asyncio.Future[Any]] = asyncio.get_running_loop().create_future()
+        self._hand_over(_Pending(producer, event, size, handed))
         try:
             async with asyncio.timeout(self._timeout_s):
-                await self._send(producer, event)
+                await (await handed)
         except TopicNotReady:
             self._on_outcome("not_ready")
             raise
@@ -275,7 +291,10 @@ class Publisher:
         """
         producer = self._admit(event, topic_ready)
         self._count_in(len(event.data))
-        self._backlog.append((producer, event, len(event.data)))
+        self._hand_over(_Pending(producer, event, len(event.data), None))
+
+    def _hand_over(self, pending: _Pending) -> None:
+        self._backlog.append(pending)
         self._backlog_ready.set()
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name="kedge-publish-drain")
@@ -308,14 +327,23 @@ class Publisher:
                 self._backlog_ready.clear()
                 await self._backlog_ready.wait()
                 continue
-            producer, event, size = self._backlog.popleft()
+            pending = self._backlog.popleft()
+            handed = pending.handed
+            if handed is not None and handed.done():
+                continue  # its publisher gave up waiting (time-out, cancelled): not sent
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    ack = await self._enqueue(producer, event)
-            except Exception as exc:  # counted and logged; the drainer must go on
-                self._best_effort_done(event, size, exc)
+                    ack = await self._enqueue(pending.producer, pending.event)
+            except Exception as exc:  # counted and logged (or raised to the waiting publisher); the drainer goes on
+                if handed is None:
+                    self._best_effort_done(pending.event, pending.size, exc)
+                elif not handed.done():
+                    handed.set_exception(exc)
                 continue
-            ack.add_done_callback(functools.partial(self._acked, event, size))
+            if handed is None:
+                ack.add_done_callback(functools.partial(self._acked, pending.event, pending.size))
+            elif not handed.done():
+                handed.set_result(ack)
 
     def _acked(self, event: DeviceEvent, size: int, ack: asyncio.Future[Any]) -> None:
         self._best_effort_done(event, size, None if ack.cancelled() else ack.exception())
@@ -333,9 +361,6 @@ class Publisher:
         else:
             self._on_outcome("error")
             log.error("best-effort publish failed: %r", exc)
-
-    async def _send(self, producer: AIOKafkaProducer, event: DeviceEvent) -> None:
-        await (await self._enqueue(producer, event))
 
     async def _enqueue(self, producer: AIOKafkaProducer, event: DeviceEvent) -> asyncio.Future[Any]:
         """Hand ``event`` to the producer's batch; the returned future is its Kafka ack."""
