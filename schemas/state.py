@@ -23,28 +23,20 @@ not its own instance id. With one partition (the default) every endpoint filters
 :class:`RegistryChangeView` is the agent's small view of a registry change (the full record lives in
 ``schemas.registry``); build it with :meth:`RegistryChangeView.of`.
 
-Every record serialises to one JSON object (orjson) with a ``kind`` discriminator, so one topic can carry
-several kinds; ``bytes`` fields are base64 strings. Decoding ignores unknown fields (forward compatible), and
-raises :class:`MalformedRecord` for anything else that is wrong.
+Every record serialises to one JSON object with a ``kind`` discriminator (the codec: ``schemas.record``);
+decoding raises :class:`~schemas.record.MalformedRecord` for anything that is wrong.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import types
-import typing
 import zlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol, Self, TypeVar, Union
+from typing import ClassVar, Protocol
 
-import orjson
-
-
-class MalformedRecord(ValueError):
-    """A record could not be decoded: not JSON, wrong ``kind``, missing or mistyped field."""
+from schemas.record import MalformedRecord as MalformedRecord  # what every decoder here raises
+from schemas.record import Record, decode_kind, load
 
 
 class Reason(StrEnum):
@@ -81,39 +73,8 @@ DEVICE_OFFLINE = "device offline"
 #: ``CommandOutcome.reason`` when a command reached a poll whose request is already answered or gone.
 POLL_ENDED = "poll ended"
 
-_R = TypeVar("_R", bound="_Record")
-
-
-class _Record:
-    """Mixin: JSON codec driven by the dataclass fields and their type hints."""
-
-    __slots__ = ()
-    KIND: ClassVar[str]
-    #: string fields that must not be empty
-    REQUIRED: ClassVar[tuple[str, ...]] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.KIND}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            out[f.name] = _encode(getattr(self, f.name))
-        return out
-
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        if data.get("kind") != cls.KIND:
-            raise MalformedRecord(f"expected kind {cls.KIND!r}, got {data.get('kind')!r}")
-        return _decode_record(cls, data)
-
-    @classmethod
-    def from_bytes(cls, raw: bytes | bytearray | memoryview | str) -> Self:
-        return cls.from_dict(_load(raw))
-
-
 @dataclass(frozen=True, slots=True)
-class Will(_Record):
+class Will(Record):
     """An MQTT Last Will, emitted as a normal device event on abnormal ends (reference §4.4)."""
 
     KIND: ClassVar[str] = "will"
@@ -123,7 +84,7 @@ class Will(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectRequest(_Record):
+class ConnectRequest(Record):
     """An endpoint asks to make ``connection_id`` the holder of the device; answered by a :class:`Reply`."""
 
     KIND: ClassVar[str] = "connect"
@@ -140,7 +101,7 @@ class ConnectRequest(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class DisconnectRequest(_Record):
+class DisconnectRequest(Record):
     """The connection ended (endpoint), or its endpoint's lease expired (lease watcher, ``endpoint_lost``)."""
 
     KIND: ClassVar[str] = "disconnect"
@@ -173,7 +134,7 @@ class _ChangeLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class RegistryChangeView(_Record):
+class RegistryChangeView(Record):
     """The part of a registry change the device-state agent needs: may live connections stay?
 
     ``uid`` is the changed resource's uid (the device's, or the application's for ``scope=application``).
@@ -219,7 +180,7 @@ class RegistryChangeView(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class CommandRequest(_Record):
+class CommandRequest(Record):
     """A command for ``device``, to be delivered by the connection of ``sender`` (a gateway of the device) or,
     when ``sender`` is None, of the device itself. Keyed by :meth:`route`'s device key (reference §7.3: one
     request per target). ``reply_to`` is the instance that wants the :class:`CommandOutcome`, if any."""
@@ -242,7 +203,7 @@ class CommandRequest(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class CommandPoll(_Record):
+class CommandPoll(Record):
     """A short-lived command waiter (HTTP ``ct``, reference §7.1): deliver the next command for ``device`` via
     ``sender`` (the publishing gateway; None: the device itself) to ``endpoint`` as a :class:`DeliverCommand`
     whose ``connection_id`` is ``poll_id``, if one arrives before ``until`` (epoch seconds).
@@ -270,7 +231,7 @@ class CommandPoll(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class CommandPollEnd(_Record):
+class CommandPollEnd(Record):
     """The request behind ``poll_id`` is gone (timed out, client left): route no command to it any more."""
 
     KIND: ClassVar[str] = "command-poll-end"
@@ -286,7 +247,7 @@ class CommandPollEnd(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class Reply(_Record):
+class Reply(Record):
     """The agent's answer to a :class:`ConnectRequest`; ``reason`` is None when accepted."""
 
     KIND: ClassVar[str] = "reply"
@@ -298,7 +259,7 @@ class Reply(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class Kick(_Record):
+class Kick(Record):
     """Close ``connection_id`` now (MQTT 5: DISCONNECT 0x8E for ``taken_over``; MQTT 3.1.1: close)."""
 
     KIND: ClassVar[str] = "kick"
@@ -310,7 +271,7 @@ class Kick(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class DeliverCommand(_Record):
+class DeliverCommand(Record):
     """Deliver a command over ``connection_id``; report to ``reply_to`` (if set) with a CommandOutcome.
 
     For a command answering a :class:`CommandPoll`, ``connection_id`` is the poll's ``poll_id``."""
@@ -328,7 +289,7 @@ class DeliverCommand(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class CommandOutcome(_Record):
+class CommandOutcome(Record):
     """Whether a command reached the device; ``reason`` explains a failure (e.g. :data:`DEVICE_OFFLINE`)."""
 
     KIND: ClassVar[str] = "command-outcome"
@@ -339,7 +300,7 @@ class CommandOutcome(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat(_Record):
+class Heartbeat(Record):
     """An endpoint instance renews its lease for ``lease_s`` seconds; ``lease_s == 0`` releases it."""
 
     KIND: ClassVar[str] = "heartbeat"
@@ -355,7 +316,7 @@ class Heartbeat(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class EndpointLost(_Record):
+class EndpointLost(Record):
     """The lease of ``endpoint`` expired or was released: end every connection it holds (``endpoint_lost``)."""
 
     KIND: ClassVar[str] = "endpoint-lost"
@@ -387,101 +348,9 @@ _CONTROL_KINDS: dict[str, type[ControlRecord]] = {
 
 def decode_state_request(raw: bytes | bytearray | memoryview | str) -> StateRequest:
     """Decode any record the device-state agent consumes."""
-    return _dispatch(_STATE_KINDS, _load(raw))
+    return decode_kind(_STATE_KINDS, load(raw))
 
 
 def decode_control(raw: bytes | bytearray | memoryview | str) -> ControlRecord:
     """Decode any record of the ``endpoint-control`` topic."""
-    return _dispatch(_CONTROL_KINDS, _load(raw))
-
-
-# ------------------------------------------------------------------------------------------------ codec
-
-
-def _dispatch(kinds: dict[str, type[_R]], data: dict[str, Any]) -> _R:
-    kind = data.get("kind")
-    cls = kinds.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise MalformedRecord(f"unknown record kind {kind!r}")
-    return _decode_record(cls, data)
-
-
-def _load(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise MalformedRecord(f"not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise MalformedRecord("a record is a JSON object")
-    return data
-
-
-def _encode(value: object) -> object:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, _Record):
-        d = value.to_dict()
-        del d["kind"]
-        return d
-    return value  # str, int, float, bool, None, StrEnum (orjson writes the value)
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _decode_record(cls: type[_R], data: dict[str, Any]) -> _R:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in data:
-            kwargs[f.name] = _decode_value(hints[f.name], data[f.name], f.name)
-        elif f.default is dataclasses.MISSING:
-            raise MalformedRecord(f"{cls.KIND}: missing field {f.name!r}")
-    for name in cls.REQUIRED:
-        if name in kwargs and not kwargs[name]:
-            raise MalformedRecord(f"{cls.KIND}: field {name!r} must not be empty")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise MalformedRecord(f"{cls.KIND}: {e}") from None
-
-
-def _decode_value(tp: Any, value: object, name: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Union or origin is types.UnionType:
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise MalformedRecord(f"field {name!r} must not be null")
-        (inner,) = (a for a in args if a is not type(None))
-        return _decode_value(inner, value, name)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is bytes:
-        if isinstance(value, str):
-            try:
-                return base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                raise MalformedRecord(f"field {name!r} is not base64") from None
-    elif isinstance(tp, type) and issubclass(tp, StrEnum):
-        if isinstance(value, str):
-            try:
-                return tp(value)
-            except ValueError:
-                raise MalformedRecord(f"field {name!r}: unknown value {value!r}") from None
-    elif isinstance(tp, type) and issubclass(tp, _Record) and isinstance(value, dict):
-        return _decode_record(tp, value)
-    raise MalformedRecord(f"field {name!r}: unexpected {type(value).__name__}")
+    return decode_kind(_CONTROL_KINDS, load(raw))
