@@ -17,3 +17,6 @@ class AgentConfig:
     device_partitions: int = 4
     endpoint_partitions: int = 1
     lease_check_interval_s: float = 1.0
+    #: the endpoints' lease length; also how long a heartbeat partition may make no progress before it is
+    #: reported as stalled (and the bound on sending one expiry marker)
+    lease_s: float = 6.0

@@ -17,10 +17,17 @@ Design (scales with the number of endpoints, not of sessions):
 * Each device-state partition ends its own holders of that instance (``reason=endpoint_lost``, Will,
   kick) from its endpoint index: no cross-partition scan, and each device's single writer stays single.
 
+* Deadlines are only trusted while the watcher is caught up with its heartbeat partitions: a watcher that is
+  replaying a backlog (a fresh worker on an uncompacted topic, or after a stall) would see every lease
+  "expire" before it reached the newer heartbeats, and each false marker lengthens the backlog it is stuck
+  behind. So no marker is sent for a partition with unprocessed records; the deadlines are kept and honoured
+  once it has caught up. A partition that has records but makes no progress for ``lease_s`` is reported (an
+  error with the consumer's flow state) and its fetching resumed.
+
 Bound: a dead endpoint's devices are disconnected within ``lease_s`` + ``check_interval_s`` (+ Kafka
-latency) of its last heartbeat. An endpoint that released its lease (``StateClient.stop``) gets the same
-treatment at once: devices it still holds ended without a DISCONNECT of their own, so ``endpoint_lost``
-and their Will.
+latency, + the time to catch up when the watcher is behind) of its last heartbeat. An endpoint that
+released its lease (``StateClient.stop``) gets the same treatment at once: devices it still holds ended
+without a DISCONNECT of their own, so ``endpoint_lost`` and their Will.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import asyncio
 import heapq
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -72,6 +80,15 @@ class LeaseClock:
         return out
 
 
+@dataclass
+class _Progress:
+    """Where the watcher is in one heartbeat partition (offsets of processed records, monotonic times)."""
+
+    processed: int = -1
+    since: float = field(default_factory=time.monotonic)
+    reported: bool = False
+
+
 class LeaseWatcher:
     def __init__(self, app: KedgeFaustApp, config: AgentConfig, leases: Any) -> None:
         self.app = app
@@ -79,6 +96,14 @@ class LeaseWatcher:
         self.leases = leases
         self.clock = LeaseClock()
         self._assignment: frozenset[Any] | None = None
+        self._progress: dict[Any, _Progress] = {}
+
+    def processed(self, tp: Any, offset: int) -> None:
+        """Note that the record at ``offset`` of heartbeat partition ``tp`` was handled."""
+        progress = self._progress.setdefault(tp, _Progress())
+        progress.processed = offset
+        progress.since = time.monotonic()
+        progress.reported = False
 
     async def on_heartbeat(self, value: bytes | None) -> None:
         try:
@@ -91,6 +116,8 @@ class LeaseWatcher:
         if prev_seq is not None and hb.seq < prev_seq:
             return  # older than what we know (or a marker overtaken by a newer heartbeat)
         if hb.lease_s > 0:
+            if raw is None:
+                log.info("lease of endpoint %s started (seq %d)", hb.endpoint, hb.seq)
             deadline = time.time() + hb.lease_s
             self.leases[hb.endpoint] = orjson.dumps({"seq": hb.seq, "deadline": deadline})
             self.clock.track(hb.endpoint, deadline, hb.seq)
@@ -118,15 +145,43 @@ class LeaseWatcher:
         if assignment != self._assignment:
             self._rebuild()
             self._assignment = assignment
+            self._progress = {tp: self._progress.get(tp, _Progress()) for tp in assignment}
+        if not all([await self._caught_up(tp) for tp in assignment]):
+            return  # deadlines wait: newer heartbeats may be among the records not processed yet
         now = time.time()
         for endpoint, seq in self.clock.expired(now):
             log.info("lease of endpoint %s expired", endpoint)
             marker = Heartbeat(endpoint, seq, now, 0.0).to_bytes()
             try:
-                await self.app.producer.send(names.ENDPOINT_HEARTBEATS, endpoint.encode(), marker, None, None, None)
+                await asyncio.wait_for(
+                    self.app.producer.send(names.ENDPOINT_HEARTBEATS, endpoint.encode(), marker, None, None, None),
+                    self.config.lease_s)
             except Exception as e:
-                log.error("could not send the expiry marker of %s: %s", endpoint, e)
+                log.error("could not send the expiry marker of %s: %r", endpoint, e)
                 self.clock.track(endpoint, now + self.config.lease_check_interval_s, seq)
+
+    async def _caught_up(self, tp: Any) -> bool:
+        """True when every record of ``tp`` below its high-water mark was processed (or none is known)."""
+        consumer = self.app.consumer
+        highwater = consumer.highwater(tp)
+        progress = self._progress.setdefault(tp, _Progress())
+        if highwater is None or highwater <= 0 or progress.processed + 1 >= highwater:
+            progress.since = time.monotonic()
+            return True
+        if progress.processed < 0 and ((await consumer.position(tp)) or 0) >= highwater:
+            return True  # nothing new since this worker took the partition over
+        stalled_s = time.monotonic() - progress.since
+        if stalled_s > self.config.lease_s and not progress.reported:
+            progress.reported = True
+            log.error(
+                "lease watcher made no progress on %s[%d] for %.1fs (processed up to %d, high-water %d; "
+                "active=%s buffered=%s paused=%s): expiries wait; resuming its fetching",
+                tp.topic, tp.partition, stalled_s, progress.processed, highwater,
+                tp in (getattr(consumer, "_active_partitions", None) or ()),
+                tp in getattr(consumer, "_buffered_partitions", ()), tp in getattr(consumer, "_paused_partitions", ()))
+            consumer.on_buffer_drop(tp)
+            consumer.resume_partitions([tp])
+        return False
 
     def _rebuild(self) -> None:
         self.clock.clear()
@@ -150,11 +205,15 @@ def register(app: KedgeFaustApp, config: AgentConfig) -> LeaseWatcher:
 
     @app.agent(source, name="lease-watcher")
     async def lease_watcher(stream: Any) -> None:
-        async for value in stream:
-            await watcher.on_heartbeat(value)
+        async for event in stream.events():
+            await watcher.on_heartbeat(event.value)
+            watcher.processed(event.message.tp, event.message.offset)
 
     async def lease_check() -> None:
-        await watcher.tick()
+        try:
+            await watcher.tick()
+        except Exception:  # a raise would end Faust's timer task silently, and with it every expiry
+            log.exception("lease check failed")
 
     app.timer(interval=config.lease_check_interval_s, name="lease-check")(lease_check)
     del lease_watcher

@@ -131,6 +131,7 @@ class StateClient:
         await (await self._heartbeat(self.lease.lease_s))
         self._tasks = [asyncio.create_task(self._read(), name="state-client-read"),
                        asyncio.create_task(self._beat(), name="state-client-heartbeat")]
+        log.info("endpoint instance %s holds a lease of %gs", self.instance_id, self.lease.lease_s)
 
     async def stop(self, *, release: bool = True) -> None:
         """Stop; with ``release`` the lease ends now (see the module doc). ``release=False`` behaves like a

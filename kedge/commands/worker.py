@@ -40,6 +40,7 @@ def agent_config(settings: Settings) -> AgentConfig:
         device_partitions=settings.topology.device_partitions,
         endpoint_partitions=settings.topology.endpoint_partitions,
         lease_check_interval_s=settings.lease.check_interval_s,
+        lease_s=settings.lease.lease_s,
     )
 
 

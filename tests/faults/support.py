@@ -53,6 +53,19 @@ async def start_mqtt(group: ProcGroup, name: str, env: dict[str, str]) -> tuple[
     return proc, int(match.group(1))
 
 
+async def wait_lease_watched(worker: Proc, endpoint: Proc, timeout_s: float = 60) -> str:
+    """Wait until ``worker``'s lease watcher tracks ``endpoint``'s lease; returns the endpoint's instance id.
+
+    A fresh worker first replays the whole ``endpoint-heartbeats`` topic (in a test session it holds every
+    endpoint started so far): only then are a new endpoint's heartbeats, and so its death, noticed.
+    """
+    await endpoint.wait_for_log("holds a lease", 30)
+    match = re.search(r"endpoint instance (\S+) holds a lease", endpoint.log())
+    assert match, endpoint.log()
+    await worker.wait_for_log(f"lease of endpoint {match.group(1)} started", timeout_s)
+    return match.group(1)
+
+
 async def start_http(group: ProcGroup, name: str, env: dict[str, str]) -> tuple[Proc, str]:
     """`kedge serve http` on a free port; returns the process and its base URL."""
     proc = group.start(name, kedge("serve", "http", "--port", "0"), env)

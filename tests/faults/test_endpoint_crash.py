@@ -21,6 +21,7 @@ from tests.faults.support import (
     endpoint_env,
     published_seqs,
     start_mqtt,
+    wait_lease_watched,
 )
 from tests.ingress.registry_support import seed_registry
 from tests.support.procs import Proc, ProcGroup, eventually
@@ -54,10 +55,12 @@ async def stack(
     group = ProcGroup(tmp)
     failed_before = request.session.testsfailed
     try:
-        await start_worker(group, "worker", bootstrap, tmp / "worker", f"kedge-worker-{uuid.uuid4().hex[:8]}")
+        worker = await start_worker(group, "worker", bootstrap, tmp / "worker",
+                                    f"kedge-worker-{uuid.uuid4().hex[:8]}")
         env = endpoint_env(bootstrap, tmp)
         (first, first_port), (second, second_port) = await asyncio.gather(
             start_mqtt(group, "mqtt-a", env), start_mqtt(group, "mqtt-b", env))
+        await asyncio.gather(wait_lease_watched(worker, first), wait_lease_watched(worker, second))
         yield Stack(bootstrap, app, first, first_port, second, second_port)
     finally:
         group.stop_all()
@@ -65,10 +68,6 @@ async def stack(
             print(group.logs())
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open in issue 9: in a full-suite run (a fresh worker replaying the session's shared "
-    "endpoint-heartbeats topic) the lease of the killed endpoint was logged as expired but its expiry marker "
-    "was never acted upon, so no endpoint_lost came; it passes when run alone"))
 async def test_sigkilled_endpoint_loses_no_acked_message_and_no_disconnect(stack: Stack) -> None:
     async with EventReader(stack.bootstrap, names.app_topic(stack.app)) as events:
         publishers: dict[str, SeqPublisher] = {}
