@@ -39,7 +39,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerClosed
 
 from kedge import kafka
-from kedge.settings import KafkaSettings, LeaseSettings
+from kedge.errors import KedgeError
+from kedge.settings import KafkaSettings, LeaseSettings, TopologySettings
 from schemas.keys import device_key
 from schemas.state import (
     CommandOutcome,
@@ -65,6 +66,10 @@ class StateUnavailable(Exception):
     """The device-state agents did not answer in time (or Kafka is unreachable): refuse the CONNECT."""
 
 
+class TopicsNotReady(StateUnavailable, KedgeError):
+    """At start: an internal topic is missing or has the wrong partition count (one line for the operator)."""
+
+
 class StateClient:
     def __init__(
         self,
@@ -77,6 +82,7 @@ class StateClient:
         on_command: Callable[[DeliverCommand], Awaitable[None] | None] | None = None,
         on_outcome: Callable[[CommandOutcome], Awaitable[None] | None] | None = None,
         require_topics: tuple[str, ...] = (),
+        topology: TopologySettings | None = None,
     ) -> None:
         self.kafka_settings = kafka_settings
         self.lease = lease_settings
@@ -88,6 +94,8 @@ class StateClient:
         self.on_outcome = on_outcome
         #: further topics that must exist for :meth:`start` to succeed (never auto-created by a send)
         self.require_topics = require_topics
+        #: the declared partition counts :meth:`start` checks (None: existence and co-partitioning only)
+        self.topology = topology
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         #: connection ids with a connect in flight -> the kick that overtook its reply, if any
         self._connecting: dict[str, Kick | None] = {}
@@ -103,28 +111,39 @@ class StateClient:
         return self._producer
 
     async def start(self) -> None:
-        """Start reading ``endpoint-control`` and heartbeating; returns once the lease is acknowledged."""
+        """Start reading ``endpoint-control`` and heartbeating; returns once the lease is acknowledged.
+
+        First checks that every topic this client writes or reads exists, with its declared partition count
+        when ``topology`` was given (and, either way, that the device-keyed ones agree): otherwise
+        :class:`TopicsNotReady` ("topic X missing — run `kedge topology apply`"), before anything is sent. The
+        clients this builds itself never let the broker auto-create a topic
+        (:func:`kedge.kafka.forbid_auto_create`), also when the broker lost its topics while they run.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):  # what this start built is closed again
+                await self.stop(release=False)
+            raise
+
+    async def _start(self) -> None:
         if self._producer is None:
-            self._producer = kafka.producer(self.kafka_settings, acks="all")
+            self._producer = kafka.producer(self.kafka_settings, acks="all", auto_create_topics=False)
             await self._producer.start()
         consumer = kafka.consumer(
             self.kafka_settings, enable_auto_commit=False, auto_offset_reset="latest",
             client_id=f"{self.kafka_settings.client_id}-{self.instance_id}",
-            fetch_max_wait_ms=self.lease.control_fetch_wait_ms,
+            fetch_max_wait_ms=self.lease.control_fetch_wait_ms, auto_create_topics=False,
         )
         await consumer.start()
         self._consumer = consumer
-        await consumer.topics()  # fresh metadata of every topic
-        partitions = consumer.partitions_for_topic(names.ENDPOINT_CONTROL)
-        if not partitions:
-            await consumer.stop()
-            raise StateUnavailable(f"topic {names.ENDPOINT_CONTROL!r} does not exist (run `kedge topology apply`)")
-        missing = [t for t in self.require_topics if not consumer.partitions_for_topic(t)]
-        if missing:
-            await consumer.stop()
-            raise StateUnavailable(f"topics {missing} do not exist (run `kedge topology apply`)")
-        self._control_partitions = len(partitions)
-        tp = TopicPartition(names.ENDPOINT_CONTROL, control_partition(self.instance_id, len(partitions)))
+        actual = await kafka.topic_partitions(consumer._client)
+        problems = kafka.topic_problems(actual, self._declared()) or _copartitioning(actual)
+        if problems:
+            raise TopicsNotReady("; ".join(problems))
+        self._control_partitions = actual[names.ENDPOINT_CONTROL]
+        tp = TopicPartition(names.ENDPOINT_CONTROL,
+                            control_partition(self.instance_id, self._control_partitions))
         consumer.assign([tp])
         await consumer.seek_to_end(tp)
         await consumer.position(tp)  # resolve "latest" now: replies to our first connect come after it
@@ -132,6 +151,16 @@ class StateClient:
         self._tasks = [asyncio.create_task(self._read(), name="state-client-read"),
                        asyncio.create_task(self._beat(), name="state-client-heartbeat")]
         log.info("endpoint instance %s holds a lease of %gs", self.instance_id, self.lease.lease_s)
+
+    def _declared(self) -> dict[str, int | None]:
+        """The topics :meth:`start` needs, with their declared partition counts when they are known."""
+        t = self.topology
+        device, endpoint = (t.device_partitions, t.endpoint_partitions) if t else (None, None)
+        declared: dict[str, int | None] = {names.DEVICE_STATE: device, names.ENDPOINT_CONTROL: endpoint,
+                                           names.ENDPOINT_HEARTBEATS: endpoint}
+        for topic in self.require_topics:
+            declared[topic] = device if topic in _DEVICE_KEYED else None
+        return declared
 
     async def stop(self, *, release: bool = True) -> None:
         """Stop; with ``release`` the lease ends now (see the module doc). ``release=False`` behaves like a
@@ -323,6 +352,19 @@ class StateClient:
                 await result
         except Exception:
             log.exception("state client callback failed for %r", record)
+
+
+#: topics keyed by device: one partition count for all (a worker owns partition n of each)
+_DEVICE_KEYED = (names.DEVICE_STATE, names.REGISTRY, names.COMMANDS)
+
+
+def _copartitioning(actual: dict[str, int]) -> list[str]:
+    counts = {topic: actual[topic] for topic in _DEVICE_KEYED if topic in actual}
+    if len(set(counts.values())) <= 1:
+        return []
+    listed = ", ".join(f"{topic!r} {n}" for topic, n in counts.items())
+    return [f"device-keyed topics differ in partitions ({listed}; one was auto-created by the broker?) — "
+            f"they must be equal: fix them and run `kedge topology apply`"]
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:

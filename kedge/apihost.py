@@ -129,7 +129,8 @@ def build(settings: Settings, *, producer_factory: ProducerFactory | None = None
         relay.start()
         if follower is not None:
             follower.start()
-        log.info("API host ready on %s:%s", settings.api.host, settings.api.port)
+        log.info("API host ready on %s://%s:%s", "https" if settings.api.tls_cert else "http",
+                 settings.api.host, settings.api.port)
         try:
             yield
         finally:
@@ -154,10 +155,15 @@ def build(settings: Settings, *, producer_factory: ProducerFactory | None = None
 
 
 def serve(settings: Settings) -> None:
-    """Run the API host in the foreground (uvicorn) until SIGINT/SIGTERM."""
+    """Run the API host in the foreground (uvicorn) until SIGINT/SIGTERM; HTTPS only with ``api.tls_cert`` and
+    ``api.tls_key`` (a bad TLS setting: :class:`~kedge.tls.TlsSettingsError`, before anything starts)."""
     import uvicorn
 
+    from kedge.tls import listener_context
+
+    tls = listener_context(settings.api.tls_cert, settings.api.tls_key, setting="KEDGE_API__TLS")
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     host = build(settings, operators=True)
     uvicorn.run(host.app, host=settings.api.host, port=settings.api.port, log_level=settings.log_level,
-                access_log=settings.log_level == "debug")
+                access_log=settings.log_level == "debug",
+                ssl_context_factory=None if tls is None else (lambda _config, _default: tls))

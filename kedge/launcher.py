@@ -56,15 +56,26 @@ def read_procfile(path: Path) -> list[Entry]:
 def listens(settings: Settings, name: str) -> str:
     """Where a process of the Procfile listens, for the status table."""
     s = settings
+    ws = "wss" if s.integration.ws_tls_cert else "ws"
+    mqtt = f"mqtt://{s.mqtt.host}:{s.mqtt.port}"
+    if s.mqtt.tls_port is not None:
+        mqtt += f", mqtts://{s.mqtt.host}:{s.mqtt.tls_port}"
+    integration = f"mqtt://{s.integration.mqtt_host}:{s.integration.mqtt_port}"
+    if s.integration.mqtt_tls_port is not None:
+        integration += f", mqtts://{s.integration.mqtt_host}:{s.integration.mqtt_tls_port}"
     return {
         "broker": f"kafka://{s.broker.host}:{s.broker.port} (memory only)",
-        "api": f"http://{s.api.host}:{s.api.port}",
-        "http": f"http://{s.http.host}:{s.http.port}",
-        "mqtt": f"mqtt://{s.mqtt.host}:{s.mqtt.port}",
-        "mqtt-integration": f"mqtt://{s.integration.mqtt_host}:{s.integration.mqtt_port}",
-        "ws-integration": f"ws://{s.integration.ws_host}:{s.integration.ws_port}",
+        "api": f"{_api_scheme(s)}://{s.api.host}:{s.api.port}",
+        "http": f"{'https' if s.http.tls_cert else 'http'}://{s.http.host}:{s.http.port}",
+        "mqtt": mqtt,
+        "mqtt-integration": integration,
+        "ws-integration": f"{ws}://{s.integration.ws_host}:{s.integration.ws_port}",
         "worker": "-",
     }.get(name, "-")
+
+
+def _api_scheme(settings: Settings) -> str:
+    return "https" if settings.api.tls_cert else "http"
 
 
 async def _pump(entry: Entry, width: int) -> None:
@@ -117,9 +128,11 @@ async def _wait_api_ready(settings: Settings, entry: Entry, stop: asyncio.Event)
     """Wait until the API host answers ``/ready`` (its database is migrated), it dies, or Ctrl-C."""
     import httpx
 
-    url = f"http://{settings.api.host}:{settings.api.port}/ready"
+    url = f"{_api_scheme(settings)}://{settings.api.host}:{settings.api.port}/ready"
     deadline = time.monotonic() + API_READY_TIMEOUT_S
-    async with httpx.AsyncClient(timeout=2.0) as client:
+    # verify=False only for this probe of our own child process (it sends nothing but GET /ready): the API's
+    # certificate may be for a public name and a private CA that this process has no reason to know
+    async with httpx.AsyncClient(timeout=2.0, verify=False) as client:
         while time.monotonic() < deadline and not stop.is_set():
             if entry.proc is None or entry.proc.returncode is not None:
                 return  # the main loop reports the dead process

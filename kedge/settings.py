@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,11 +40,35 @@ class KafkaSettings(_Section):
     publish_timeout_s: float = Field(10.0, gt=0)
     #: retry interval while the shared producer cannot reach Kafka (the endpoint answers 503 meanwhile)
     connect_retry_s: float = Field(1.0, gt=0)
+    #: how every Kafka client (endpoints, integrations, API host, Faust worker, CLI) talks to the brokers
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    #: SASL_PLAINTEXT / SASL_SSL only (default PLAIN); needs sasl_username and sasl_password
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: SSL / SASL_SSL only: CA bundle (PEM) the brokers' certificates are checked against (default: system CAs)
     ssl_cafile: Path | None = None
+    #: SSL / SASL_SSL only: client certificate chain (PEM) for mutual TLS; the key may be in it or in ssl_keyfile
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        """Security settings that would be silently ignored, or cannot work, are an error at start."""
+        sasl = self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        if sasl and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"KEDGE_KAFKA__SECURITY_PROTOCOL={self.security_protocol} needs "
+                             "KEDGE_KAFKA__SASL_USERNAME and KEDGE_KAFKA__SASL_PASSWORD")
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password is not None):
+            raise ValueError(f"KEDGE_KAFKA__SASL_* is set but KEDGE_KAFKA__SECURITY_PROTOCOL="
+                             f"{self.security_protocol} (use SASL_PLAINTEXT or SASL_SSL)")
+        if not tls and (self.ssl_cafile or self.ssl_certfile or self.ssl_keyfile):
+            raise ValueError(f"KEDGE_KAFKA__SSL_* is set but KEDGE_KAFKA__SECURITY_PROTOCOL="
+                             f"{self.security_protocol} (use SSL or SASL_SSL)")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("KEDGE_KAFKA__SSL_KEYFILE is set but KEDGE_KAFKA__SSL_CERTFILE is not")
+        return self
 
 
 class BrokerSettings(_Section):
@@ -131,6 +155,9 @@ class ApiSettings(_Section):
     admin_username: str = "admin"
     #: how long an OIDC issuer's key set (JWKS) is cached
     jwks_cache_s: float = Field(300.0, gt=0)
+    #: HTTPS: certificate chain and private key (PEM; may be one file); both or neither
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 class HttpEndpointSettings(_Section):
@@ -146,6 +173,11 @@ class HttpEndpointSettings(_Section):
     access_log: bool = False
     #: SO_REUSEPORT: several `kedge serve http` processes may share the port (the kernel spreads connections)
     reuse_port: bool = False
+    #: HTTPS only on this listener: certificate chain and private key (PEM; may be one file); both or neither
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: CA of optional client certificates (a device may log in with one instead of Basic auth)
+    tls_client_ca: Path | None = None
 
 
 class MqttEndpointSettings(_Section):
@@ -162,6 +194,8 @@ class MqttEndpointSettings(_Section):
     tls_key: Path | None = None
     #: CA of optional client certificates (TLS listener); unset: no client certificates requested
     tls_client_ca: Path | None = None
+    #: MQTT over WebSocket over TLS (wss, subprotocol `mqtt`; 0: any free port); uses tls_cert and tls_key
+    wss_port: int | None = Field(None, ge=0, le=65535)
     max_packet_bytes: int = Field(256 * 1024, ge=64)
     #: a connection that sends no CONNECT within this is closed
     connect_timeout_s: float = Field(10.0, gt=0)
@@ -212,6 +246,9 @@ class IntegrationSettings(_Section):
     mqtt_tls_key: Path | None = None
     #: an MQTT-over-WebSocket listener (subprotocol `mqtt`, any path; plain, like the device endpoint's)
     mqtt_ws_port: int | None = Field(None, ge=0, le=65535)
+    #: wss:// for the WebSocket integration: certificate chain and private key (PEM); both or neither
+    ws_tls_cert: Path | None = None
+    ws_tls_key: Path | None = None
 
 
 class Settings(BaseSettings):

@@ -143,7 +143,7 @@ async def command_waits(settings: Settings) -> AsyncIterator[CommandWaits]:
 
     waits = CommandWaits()
     state = StateClient(settings.kafka, settings.lease, instance_id=f"http-{uuid.uuid4()}",
-                        on_command=waits.on_command, require_topics=(COMMANDS,))
+                        on_command=waits.on_command, require_topics=(COMMANDS,), topology=settings.topology)
     task = asyncio.create_task(_start_state(state, waits), name="kedge-http-state-client")
     try:
         yield waits

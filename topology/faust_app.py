@@ -6,12 +6,14 @@ over constructor arguments; :func:`make_app` passes ``env={}`` so nothing but :c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.auth import CredentialsT
 
 from topology.highwater import fetch_highwaters
 
@@ -36,6 +38,11 @@ class FaustConfig:
     standby_replicas: int = 0
     producer_acks: int = -1
     producer_linger_s: float = 0.005
+    #: aiokafka security options (``security_protocol``, ``ssl_context``, ``sasl_mechanism``,
+    #: ``sasl_plain_username``, ``sasl_plain_password``), as ``kedge.kafka.security_options`` builds them for
+    #: every other client; they become the app's ``broker_credentials`` (its consumers, producer and topic admin).
+    #: Holds the SASL password: kept out of ``repr``
+    security: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 class _KedgeConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -91,6 +98,7 @@ def make_app(config: FaustConfig, **extra: Any) -> KedgeFaustApp:
         env={},
         broker=[f"kafka://{server.strip()}" for server in config.bootstrap_servers.split(",")],
         broker_client_id=config.app_id,
+        broker_credentials=broker_credentials(config.security),
         store="rocksdb://",
         datadir=str(config.data_dir),
         processing_guarantee="at_least_once",
@@ -112,6 +120,25 @@ def make_app(config: FaustConfig, **extra: Any) -> KedgeFaustApp:
     app.fetch_highwater_workaround = config.fetch_highwater_workaround
     app.fetch_max_wait_ms = config.fetch_max_wait_ms
     return app
+
+
+def broker_credentials(security: Mapping[str, Any]) -> CredentialsT | None:
+    """Faust credentials for aiokafka security options; Faust maps them back to exactly those options."""
+    protocol = security.get("security_protocol", "PLAINTEXT")
+    context = security.get("ssl_context")
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        if context is None:
+            raise ValueError("security_protocol SSL needs an ssl_context")
+        return faust.SSLCredentials(context)
+    if protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
+        raise ValueError(f"unsupported security_protocol {protocol!r}")
+    if (protocol == "SASL_SSL") != (context is not None):
+        raise ValueError(f"security_protocol {protocol} and ssl_context {context!r} disagree")
+    return faust.SASLCredentials(username=security.get("sasl_plain_username"),
+                                 password=security.get("sasl_plain_password"), ssl_context=context,
+                                 mechanism=security.get("sasl_mechanism", "PLAIN"))
 
 
 #: Table options: pin the rocksdict driver (never python-rocksdb).

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -21,12 +22,12 @@ import uvloop
 from ingress.metrics import CONTENT_TYPE_LATEST, IngressMetrics
 from ingress.mqtt.endpoint import MqttEndpoint, MqttResources
 from ingress.mqtt.ratelimit import ConnectRateLimiter
-from ingress.mqtt.tls import server_context
 from ingress.state_client import StateClient
 from kedge.settings import Settings
+from kedge.tls import TlsSettingsError, server_context
 from protocols.mqtt import SessionConfig
 
-__all__ = ["run", "serve"]
+__all__ = ["run", "serve", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ async def serve(
     """Serve until ``stop`` is set; ``on_ready`` gets ``[(kind, host, port)]`` of every listener."""
     m = settings.mqtt
     loop = asyncio.get_running_loop()
+    tls = tls_context(settings)  # before anything starts: a bad TLS setting is one line, not a traceback
     async with resources() as res:
-        state = StateClient(settings.kafka, settings.lease, instance_id=f"mqtt-{uuid.uuid4()}")
+        state = StateClient(settings.kafka, settings.lease, instance_id=f"mqtt-{uuid.uuid4()}",
+                            topology=settings.topology)
         await state.start()
         try:
             endpoint = MqttEndpoint(
@@ -65,10 +68,7 @@ async def serve(
                                                 backlog=1024)]
             listening = [("mqtt", *servers[0].sockets[0].getsockname()[:2])]
             if m.tls_port is not None:
-                if m.tls_cert is None or m.tls_key is None:
-                    raise ValueError("KEDGE_MQTT__TLS_PORT needs KEDGE_MQTT__TLS_CERT and KEDGE_MQTT__TLS_KEY")
-                ctx = server_context(m.tls_cert, m.tls_key, m.tls_client_ca)
-                servers.append(await loop.create_server(endpoint.protocol_factory, m.host, m.tls_port, ssl=ctx,
+                servers.append(await loop.create_server(endpoint.protocol_factory, m.host, m.tls_port, ssl=tls,
                                                         reuse_address=True, backlog=1024,
                                                         ssl_handshake_timeout=m.connect_timeout_s))
                 listening.append(("mqtts", *servers[-1].sockets[0].getsockname()[:2]))
@@ -78,6 +78,12 @@ async def serve(
                 ws = await serve_websocket(endpoint, m.host, m.ws_port)
                 servers.append(ws)  # type: ignore[arg-type]
                 listening.append(("ws", *next(iter(ws.sockets)).getsockname()[:2]))
+            if m.wss_port is not None:
+                from ingress.mqtt.websocket import serve_websocket
+
+                wss = await serve_websocket(endpoint, m.host, m.wss_port, ssl_context=tls)
+                servers.append(wss)  # type: ignore[arg-type]
+                listening.append(("wss", *next(iter(wss.sockets)).getsockname()[:2]))
             if m.metrics_port is not None:
                 servers.append(await asyncio.start_server(_metrics_handler(metrics), m.host, m.metrics_port))
                 listening.append(("metrics", *servers[-1].sockets[0].getsockname()[:2]))
@@ -89,6 +95,17 @@ async def serve(
             await endpoint.shutdown()
         finally:
             await state.stop(release=True)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The context of the TLS listeners (``tls_port``: mqtts, ``wss_port``: MQTT over wss), None without them."""
+    m = settings.mqtt
+    if m.tls_port is None and m.wss_port is None:
+        return None
+    if m.tls_cert is None or m.tls_key is None:
+        raise TlsSettingsError("KEDGE_MQTT__TLS_PORT and KEDGE_MQTT__WSS_PORT need KEDGE_MQTT__TLS_CERT and "
+                               "KEDGE_MQTT__TLS_KEY")
+    return server_context(m.tls_cert, m.tls_key, m.tls_client_ca, setting="KEDGE_MQTT__TLS")
 
 
 def _metrics_handler(

@@ -1,23 +1,13 @@
-"""TLS for the MQTT listener: the server context from settings, and the client certificate of a connection."""
+"""TLS for the MQTT listener: the client certificate of a connection. (The server context is built by the
+one shared :func:`kedge.tls.server_context`, re-exported here.)"""
 
 from __future__ import annotations
 
 import asyncio
-import ssl
-from pathlib import Path
+
+from kedge.tls import server_context
 
 __all__ = ["peer_chain", "server_context"]
-
-
-def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
-    """A TLS server context; with ``client_ca``, client certificates are requested (optional) and verified
-    against it (a device without one logs in with a password)."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(cert), str(key))
-    if client_ca is not None:
-        ctx.load_verify_locations(cafile=str(client_ca))
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
 
 
 def peer_chain(transport: asyncio.BaseTransport | None) -> tuple[bytes, ...] | None:

@@ -42,7 +42,8 @@ class CommandBus:
     async def _ensure_producer(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = kafka.producer(self.kafka_settings, acks="all")
+                # a missing iot-commands is a 503, never auto-created with the broker's partition count
+                producer = kafka.producer(self.kafka_settings, acks="all", auto_create_topics=False)
                 try:
                     await asyncio.wait_for(producer.start(), self.timeout_s)
                 except BaseException:

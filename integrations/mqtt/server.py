@@ -25,6 +25,7 @@ from integrations.commands.model import DeviceDirectory
 from integrations.mqtt.commands import CommandSender
 from integrations.mqtt.connection import IntegrationConnection
 from kedge.settings import IntegrationSettings, KafkaSettings
+from kedge.tls import TlsSettingsError, listener_context
 from protocols.mqtt import SessionConfig
 
 log = logging.getLogger("kedge.mqtt_integration")
@@ -116,10 +117,10 @@ class MqttIntegration:
 
 
 def _tls_context(s: IntegrationSettings) -> ssl.SSLContext:
-    if s.mqtt_tls_cert is None or s.mqtt_tls_key is None:
-        raise ValueError("TLS needs KEDGE_INTEGRATION__MQTT_TLS_CERT and KEDGE_INTEGRATION__MQTT_TLS_KEY")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(s.mqtt_tls_cert), str(s.mqtt_tls_key))
+    ctx = listener_context(s.mqtt_tls_cert, s.mqtt_tls_key, setting="KEDGE_INTEGRATION__MQTT_TLS")
+    if ctx is None:
+        raise TlsSettingsError("KEDGE_INTEGRATION__MQTT_TLS_PORT is set: it needs KEDGE_INTEGRATION__MQTT_TLS_CERT "
+                               "and KEDGE_INTEGRATION__MQTT_TLS_KEY")
     return ctx
 
 

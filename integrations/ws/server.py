@@ -35,6 +35,7 @@ from integrations.auth import AuthError, AuthUnavailable, UserAccess
 from integrations.filters import FilterError, from_query
 from integrations.ws.session import Session, SessionSpec
 from kedge.settings import IntegrationSettings, KafkaSettings
+from kedge.tls import listener_context
 
 log = logging.getLogger("kedge.ws")
 
@@ -100,7 +101,10 @@ class WsIntegration:
 
     async def serve(self, on_ready: Callable[[str, int], None] | None = None,
                     stop: asyncio.Event | None = None) -> None:
-        """Listen on ``ws_host:ws_port`` until ``stop`` is set (default: SIGINT/SIGTERM)."""
+        """Listen on ``ws_host:ws_port`` until ``stop`` is set (default: SIGINT/SIGTERM); wss:// only with
+        ``ws_tls_cert``/``ws_tls_key`` (a bad TLS setting: :class:`~kedge.tls.TlsSettingsError`)."""
+        tls = listener_context(self.settings.ws_tls_cert, self.settings.ws_tls_key,
+                               setting="KEDGE_INTEGRATION__WS_TLS")
         stop = stop or _signal_event()
         kwargs: dict[str, Any] = {
             "process_request": self.handshake,
@@ -108,10 +112,11 @@ class WsIntegration:
             "ping_timeout": self.settings.ws_ping_timeout_s,
             "max_size": 64 * 1024,
             "compression": None,
+            "ssl": tls,
         }
         async with serve(self.handle, self.settings.ws_host, self.settings.ws_port, **kwargs) as server:
             host, port = next(iter(server.sockets)).getsockname()[:2]
-            log.info("ws integration listening on ws://%s:%s", host, port)
+            log.info("ws integration listening on %s://%s:%s", "wss" if tls else "ws", host, port)
             if on_ready is not None:
                 on_ready(host, port)
             await stop.wait()

@@ -2,6 +2,8 @@
 
 Every non-2xx answer becomes :class:`ApiError` (``<message> (HTTP <status>)`` from Drogue's
 ``{"error","message"}`` body); network failures become a :class:`~kedge.errors.KedgeError` naming the URL.
+``https://`` API hosts are verified against certifi's CA bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set
+(a private CA; `kedge stream`'s wss:// uses OpenSSL's defaults, which honour the same variables).
 """
 
 from __future__ import annotations
@@ -44,9 +46,14 @@ def error_of(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, message or response.reason_phrase or "request failed", kind)
 
 
-def unreachable(url: str, exc: httpx.HTTPError) -> KedgeError:
+#: added to a failed certificate check: how to trust a private CA (httpx and websockets both honour it)
+CA_HINT = "; to trust a private CA, set SSL_CERT_FILE=<CA bundle, PEM>"
+
+
+def unreachable(url: str, exc: Exception) -> KedgeError:
     reason = str(exc) or type(exc).__name__
-    return KedgeError(f"cannot reach {url}: {reason}")
+    hint = CA_HINT if "CERTIFICATE_VERIFY_FAILED" in reason else ""
+    return KedgeError(f"cannot reach {url}: {reason}{hint}")
 
 
 def basic_header(username: str, token: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from kedge.client.api import Session, refresh_margin
+from kedge.client.api import Session, refresh_margin, unreachable
 from kedge.errors import KedgeError
 
 __all__ = ["stream_events", "stream_url"]
@@ -91,6 +91,6 @@ async def stream_events(session: Session, app: str, filters: Mapping[str, str | 
             from None
     except InvalidHandshake as exc:
         raise _refusal(exc, url) from None
-    except (OSError, TimeoutError) as exc:
-        raise KedgeError(f"cannot reach {url}: {exc}") from None
+    except (OSError, TimeoutError) as exc:  # ssl.SSLCertVerificationError is an OSError
+        raise unreachable(url, exc) from None
     return received

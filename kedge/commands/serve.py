@@ -22,13 +22,15 @@ def http(
     """Run the HTTP device endpoint (POST /v1/{channel}, reference §7.1) until Ctrl-C or SIGTERM.
 
     Devices publish with Basic auth; events go to events-<app> on Kafka. Metrics on /metrics.
+    HTTPS only with KEDGE_HTTP__TLS_CERT and _TLS_KEY (PEM); client certificates as credentials: _TLS_CLIENT_CA.
     Example: kedge serve http --port 8088
     Example: curl -u dev1@app1:secret -d '{"temp":42}' http://127.0.0.1:8088/v1/telemetry
     """
     import logging
 
-    from ingress.http.server import bind, build_app, run
+    from ingress.http.server import bind, build_app, run, tls_context
     from ingress.metrics import IngressMetrics
+    from kedge.kafka import fail_fast_on_security
     from kedge.output import console
     from kedge.settings import Settings
     from kedge.wiring import http_resources
@@ -36,17 +38,20 @@ def http(
     settings = Settings.load()
     changes = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update={"http": settings.http.model_copy(update=changes)})
+    fail_fast_on_security(settings.kafka)  # untrusted Kafka certificate or refused SASL login: one line
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # imported with the registry; nothing to say here
+    tls = tls_context(settings)  # HTTPS only when KEDGE_HTTP__TLS_CERT/_KEY are set
     sock = bind(settings.http.host, settings.http.port, reuse_port=settings.http.reuse_port)
     bound_host, bound_port = sock.getsockname()[:2]
+    scheme = "https" if tls else "http"
 
     def ready() -> None:
-        console.print(f"http endpoint listening on http://{bound_host}:{bound_port}", highlight=False)
+        console.print(f"http endpoint listening on {scheme}://{bound_host}:{bound_port}", highlight=False)
 
     metrics = IngressMetrics("http")
     endpoint = build_app(settings, metrics, http_resources(settings, metrics), on_ready=ready)
-    run(endpoint, sock, log_level=settings.log_level, access_log=settings.http.access_log)
+    run(endpoint, sock, log_level=settings.log_level, access_log=settings.http.access_log, ssl_context=tls)
 
 
 @app.command("mqtt")
@@ -58,6 +63,7 @@ def mqtt(
 
     Devices connect with username <device>@<app> and their password, publish to <channel> (QoS 0 or 1) and
     subscribe to command/inbox/#; events go to events-<app> on Kafka. Needs `kedge worker` (device state).
+    TLS listeners: KEDGE_MQTT__TLS_PORT (mqtts), _WSS_PORT (MQTT over wss), with _TLS_CERT, _TLS_KEY (PEM).
     Example: kedge serve mqtt --port 1883
     Example: mosquitto_pub -V mqttv5 -u dev1@app1 -P secret -q 1 -t telemetry -m '{"temp":42}'
     """
@@ -65,6 +71,7 @@ def mqtt(
 
     from ingress.metrics import IngressMetrics
     from ingress.mqtt.server import run
+    from kedge.kafka import fail_fast_on_security
     from kedge.output import console
     from kedge.settings import Settings
     from kedge.wiring import mqtt_resources
@@ -72,6 +79,7 @@ def mqtt(
     settings = Settings.load()
     changes = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update=changes)})
+    fail_fast_on_security(settings.kafka)  # untrusted Kafka certificate or refused SASL login: one line
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
 
     def ready(listening: list[tuple[str, str, int]]) -> None:
@@ -94,13 +102,16 @@ def api(
     authentication (/api/v1/auth); OpenAPI docs on /docs, /health, /ready, /metrics.
 
     Applies the registry migrations at start and relays registry changes to the `registry` topic.
+    HTTPS only with KEDGE_API__TLS_CERT and KEDGE_API__TLS_KEY (PEM).
     Example: kedge serve api --port 8011
     Example: curl http://127.0.0.1:8011/api/registry/v1alpha1/apps -H "Authorization: Bearer $TOKEN"
     """
     from kedge.apihost import serve
+    from kedge.kafka import fail_fast_on_security
     from kedge.settings import Settings
 
     settings = Settings.load()
+    fail_fast_on_security(settings.kafka)  # untrusted Kafka certificate or refused SASL login: one line
     changes = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     serve(settings.model_copy(update={"api": settings.api.model_copy(update=changes)}))
 
@@ -112,6 +123,7 @@ def ws_integration(
 ) -> None:
     """Run the WebSocket integration until Ctrl-C or SIGTERM: GET /{app} streams the app's events as
     structured CloudEvents (one text frame each); ?group_id=, filters ?type=&channel=&device=.
+    wss:// only with KEDGE_INTEGRATION__WS_TLS_CERT and _WS_TLS_KEY (PEM).
 
     Example: kedge serve ws-integration --port 8082
     Example: websocat -H "Authorization: Bearer $TOKEN" 'ws://127.0.0.1:8082/my-app?type=io.drogue.connection.v1'
@@ -119,16 +131,20 @@ def ws_integration(
     import logging
 
     from kedge.integration_wiring import run_ws_integration
+    from kedge.kafka import fail_fast_on_security
     from kedge.output import console
     from kedge.settings import Settings
 
     settings = Settings.load()
     changes = {k: v for k, v in {"ws_host": host, "ws_port": port}.items() if v is not None}
     settings = settings.model_copy(update={"integration": settings.integration.model_copy(update=changes)})
+    fail_fast_on_security(settings.kafka)  # untrusted Kafka certificate or refused SASL login: one line
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
 
+    scheme = "wss" if settings.integration.ws_tls_cert or settings.integration.ws_tls_key else "ws"
+
     def ready(bound_host: str, bound_port: int) -> None:
-        console.print(f"ws integration listening on ws://{bound_host}:{bound_port}", highlight=False)
+        console.print(f"ws integration listening on {scheme}://{bound_host}:{bound_port}", highlight=False)
 
     run_ws_integration(settings, ready)
 
@@ -150,6 +166,7 @@ def mqtt_integration(
     """
     import logging
 
+    from kedge.kafka import fail_fast_on_security
     from kedge.mqtt_integration import run_mqtt_integration
     from kedge.output import console
     from kedge.settings import Settings
@@ -157,6 +174,7 @@ def mqtt_integration(
     settings = Settings.load()
     changes = {k: v for k, v in {"mqtt_host": host, "mqtt_port": port}.items() if v is not None}
     settings = settings.model_copy(update={"integration": settings.integration.model_copy(update=changes)})
+    fail_fast_on_security(settings.kafka)  # untrusted Kafka certificate or refused SASL login: one line
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 import typer
@@ -22,13 +23,20 @@ async def run(settings: Settings, *, create: bool) -> list[TopicState]:
     """Inspect or apply the declared topology on the configured cluster."""
     from aiokafka.errors import KafkaError
 
-    from kedge.kafka import admin_client
+    from kedge.kafka import admin_client, check_security
 
     admin = admin_client(settings.kafka)
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its connection errors become the one line below
     try:
         await admin.start()
     except KafkaError as exc:
+        await admin.close()
+        await check_security(settings.kafka)  # an untrusted broker or a refused login says so
         raise KedgeError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+    finally:
+        quiet.setLevel(level)
     try:
         return await (apply if create else inspect)(admin, declared(settings))
     except TopologyMismatch as exc:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # imported where used: Faust alone takes ~0.4 s, and every `k
 
 
 def faust_config(settings: Settings) -> FaustConfig:
+    from kedge.kafka import security_options
     from topology.faust_app import FaustConfig
 
     w = settings.worker
@@ -29,6 +30,7 @@ def faust_config(settings: Settings) -> FaustConfig:
         fetch_highwater_workaround=w.fetch_highwater_workaround,
         fetch_max_wait_ms=w.fetch_max_wait_ms,
         standby_replicas=w.table_standby_replicas,
+        security=security_options(settings.kafka),
     )
 
 
@@ -53,8 +55,10 @@ def worker() -> None:
     from faust import Worker
 
     from agents.app import create_app
+    from kedge.kafka import fail_fast_on_security
 
     settings = Settings.load()
+    fail_fast_on_security(settings.kafka)  # an untrusted broker or a refused login: one line, not a hang
     built = create_app(faust_config(settings), agent_config(settings))
     runner = Worker(built.app, loglevel=settings.log_level, quiet=True)
     # Faust's progress spinner sets the root logger to DEBUG whenever the level is WARN or above, so every

@@ -238,6 +238,6 @@ async def test_start_refuses_while_a_required_topic_is_missing(kafka: tuple[str,
     bootstrap, producer = kafka
     client = StateClient(kafka_settings(bootstrap), LEASE, producer=producer,
                          require_topics=(f"no-such-topic-{uuid.uuid4().hex[:6]}",))
-    with pytest.raises(StateUnavailable, match="do not exist"):
+    with pytest.raises(StateUnavailable, match="missing — run `kedge topology apply`"):
         await client.start()
     await client.stop(release=False)

@@ -36,6 +36,7 @@ def test_settings_are_frozen_and_refuse_unknown_names(monkeypatch: pytest.Monkey
 
 def test_config_show_json_redacts_secrets() -> None:
     env = {"PATH": "/usr/bin:/bin", "KEDGE_KAFKA__SASL_PASSWORD": "hunter2",
+           "KEDGE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "KEDGE_KAFKA__SASL_USERNAME": "kedge",
            "KEDGE_REGISTRY__DATABASE_URL": "postgresql://kedge:s3cret@db/kedge", "KEDGE_INSTANCE": "prod"}
     result = subprocess.run(kedge("config", "show", "-o", "json"), capture_output=True, text=True, env=env,
                             cwd=REPO, timeout=30)
