@@ -65,6 +65,10 @@ async def wait_until_ready(bootstrap: str, timeout_s: float, proc: subprocess.Po
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise BrokerError(f"broker exited with code {proc.returncode} during start-up")
+        if not await _accepts(bootstrap):  # aiokafka logs an error for every refused bootstrap: knock first
+            last = ConnectionRefusedError(f"{bootstrap} refused the connection")
+            await asyncio.sleep(0.05)
+            continue
         client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
             await client.bootstrap()
@@ -75,6 +79,19 @@ async def wait_until_ready(bootstrap: str, timeout_s: float, proc: subprocess.Po
             await client.close()
         await asyncio.sleep(0.05)
     raise BrokerError(f"broker at {bootstrap} did not answer a metadata request within {timeout_s:g}s: {last}")
+
+
+async def _accepts(bootstrap: str) -> bool:
+    """Whether the first bootstrap server accepts a TCP connection."""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), 2.0)
+    except (OSError, TimeoutError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 @dataclass
