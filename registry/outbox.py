@@ -8,30 +8,33 @@ deleted, so per key the last delivered record is always the newest (a failure ma
 consumers tolerate through ``revision``). Application-level rows go to EVERY partition of the topic.
 
 One relay per database relays: with several API processes on one database only the one holding the
-relay lock sends (PostgreSQL: a session advisory lock; SQLite: an exclusive ``flock`` on
-``<database>.relay-lock``); the others stay idle and take over when it goes away.
+relay lock sends (``registry.relay_lock``: PostgreSQL, a session advisory lock on a connection of its own;
+SQLite, an exclusive ``flock`` on ``<database>.relay-lock``); the others stay idle and take over when it goes
+away. The holder verifies its lock every cycle (and, on PostgreSQL, reads the rows it sends on the lock
+session), so it steps down (closes its producer, sends nothing more) as soon as the lock is lost. A lock lost
+in the middle of a round may still cause duplicates (never a loss): that round's rows were read while the
+lock was held.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from registry import metrics
 from registry.db import write_connection
+from registry.relay_lock import LockLost, RelayLock, relay_lock
 from registry.tables import outbox
 from topology.names import REGISTRY
 
 log = logging.getLogger(__name__)
-_PG_RELAY_LOCK = 0x6B65646766
 
 
 class OutboxRelay:
@@ -39,7 +42,8 @@ class OutboxRelay:
 
     def __init__(self, engine: AsyncEngine, producer_factory: Callable[[], AIOKafkaProducer], *,
                  topic: str = REGISTRY, retry_s: float = 2.0, max_backoff_s: float = 30.0,
-                 batch: int = 200, poll_s: float = 5.0, stop_timeout_s: float = 5.0) -> None:
+                 batch: int = 200, poll_s: float = 5.0, stop_timeout_s: float = 5.0,
+                 lock_check_s: float = 5.0) -> None:
         self.engine = engine
         self.producer_factory = producer_factory
         self.topic = topic
@@ -55,14 +59,15 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._lock_conn: AsyncConnection | None = None
-        self._lock_file: BinaryIO | None = None
+        #: the relay lock; ``lock_check_s`` bounds each verification of it (then the relay steps down)
+        self.lock: RelayLock = relay_lock(engine, check_timeout_s=lock_check_s)
+        self._held = False
         self._stopping = False
 
     @property
     def leading(self) -> bool:
         """True while this relay holds the relay lock of its database."""
-        return self._lock_conn is not None or self._lock_file is not None
+        return self._held and self.lock.held
 
     def notify(self, *_args: Any) -> None:
         """Wake the relay (call after a commit that wrote outbox rows)."""
@@ -95,7 +100,9 @@ class OutboxRelay:
         try:
             while not self._stopping:
                 try:
-                    if not await self._leader():
+                    self._held = await self.lock.hold()
+                    if not self._held:
+                        await self._stop_producer()  # lost the lead (if it had it): send nothing more
                         await self._idle(self.poll_s)
                         continue
                     if self._producer is None:
@@ -116,6 +123,9 @@ class OutboxRelay:
                         await self._idle(self.poll_s)
                 except asyncio.CancelledError:
                     raise
+                except LockLost:  # logged by the lock; the next round tries to take it again
+                    self._held = False
+                    await self._stop_producer()
                 except Exception as exc:
                     self.failures += 1
                     metrics.OUTBOX_FAILURES.inc()
@@ -125,22 +135,23 @@ class OutboxRelay:
                     log.log(logging.WARNING if first else logging.DEBUG,
                             "outbox relay: %s; retrying in %.1fs (changes stay in the outbox)",
                             self.last_error, backoff)
-                    if self._producer is not None:
-                        await self._close(self._producer)
-                        self._producer = None
+                    await self._stop_producer()
                     await self._idle(backoff, wake=False)
                     backoff = min(backoff * 2, self.max_backoff_s)
         finally:
-            if self._producer is not None:
-                await self._close(self._producer)
-                self._producer = None
-            if self._lock_conn is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._lock_conn.close())
-                self._lock_conn = None
-            if self._lock_file is not None:
-                self._lock_file.close()  # releases the flock
-                self._lock_file = None
+            self._held = False
+            # shielded: a second cancellation must not leave the lock held by a live session
+            await asyncio.shield(self._step_down())
+
+    async def _step_down(self) -> None:
+        # the producer first: records still in flight must not land after the next leader's newer ones
+        await self._stop_producer()
+        await self.lock.release()
+
+    async def _stop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await self._close(producer)
 
     async def _idle(self, seconds: float, *, wake: bool = True) -> None:
         """Wait ``seconds``, or less when woken (by a commit if ``wake``; always by :meth:`stop`)."""
@@ -160,53 +171,10 @@ class OutboxRelay:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.stop(), self.stop_timeout_s)
 
-    async def _leader(self) -> bool:
-        """Hold the relay lock of this database (see the module docstring); False while another holds it."""
-        if self.engine.dialect.name == "sqlite":
-            return self._sqlite_leader()
-        if self.engine.dialect.name != "postgresql":
-            return True
-        if self._lock_conn is not None:
-            try:  # the lock lives as long as its session: make sure the session does
-                await self._lock_conn.execute(sa.text("SELECT 1"))
-                await self._lock_conn.commit()
-                return True
-            except Exception:
-                log.warning("outbox relay: lost the connection holding the relay lock")
-                with contextlib.suppress(Exception):
-                    await self._lock_conn.invalidate()
-                    await self._lock_conn.close()
-                self._lock_conn = None
-        conn = await self.engine.connect()
-        got = (await conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_RELAY_LOCK})).scalar()
-        await conn.commit()
-        if got:
-            self._lock_conn = conn
-            return True
-        await conn.close()
-        return False
-
-    def _sqlite_leader(self) -> bool:
-        if self._lock_file is not None:
-            return True
-        database = self.engine.url.database
-        if not database or database == ":memory:":
-            return True
-        handle = open(f"{database}.relay-lock", "a+b")  # noqa: SIM115 - held for the relay's life
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            return False
-        self._lock_file = handle
-        return True
-
     async def drain_once(self, producer: AIOKafkaProducer) -> int:
-        """Send one round of the oldest rows; delete the acknowledged prefix; raise on the first failure."""
-        async with self.engine.connect() as conn:
-            query = sa.select(outbox).order_by(outbox.c.id).limit(self.batch)
-            rows = (await conn.execute(query)).mappings().all()
-            await conn.rollback()
+        """Send one round of the oldest rows; delete the acknowledged prefix; raise on the first failure
+        (:class:`~registry.relay_lock.LockLost` when the rows could not be read on the lock session)."""
+        rows = await self.lock.read(sa.select(outbox).order_by(outbox.c.id).limit(self.batch))
         if not rows:
             return 0
         partitions: list[int] | None = None
