@@ -145,7 +145,7 @@ def build(settings: Settings, *, producer_factory: ProducerFactory | None = None
     errors.install(app)
     install_access(app, access)
     resources.install(app, registry)
-    device_auth.install(app, authenticator)
+    device_auth.install(app, authenticator, anonymous=settings.registry.device_auth_anonymous)
     install_commands(app, commands)
     host = ApiHost(settings, engine, registry, relay, authenticator, access, app)
     app.state.api_host = host

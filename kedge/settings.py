@@ -132,6 +132,8 @@ class RegistrySettings(_Section):
     #: default: sqlite file under the data dir; or postgresql://user:pass@host/db
     database_url: SecretStr | None = None
     anonymous_write: bool = False
+    #: let anyone call POST /api/v1/auth and /api/v1/authorize_as (Drogue's exposure); default: service users only
+    device_auth_anonymous: bool = False
     auth_cache_size: int = Field(100_000, ge=0)
     auth_cache_ttl_s: float = Field(300.0, ge=0)
     #: first retry delay of the outbox relay after a Kafka failure; doubles up to outbox_max_backoff_s

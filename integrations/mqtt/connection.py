@@ -14,6 +14,8 @@
 * PUBLISH: commands, :mod:`integrations.mqtt.commands`; PUBACKs in the order of the PUBLISHes; MQTT 5 carries
   the failure reason (3.1.1 has none: a failed command is acknowledged and logged, as in Drogue).
 * A subscription that fails after it started (Kafka error, send error) closes the connection.
+* Credentials are watched after CONNECT (:mod:`integrations.mqtt.expiry`): an expired JWT ends the connection
+  (MQTT 5 DISCONNECT 0xA0), a deleted access token within ``token_check_interval_s`` (0x87); 3.1.1: close.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from integrations.auth import AuthError, AuthUnavailable, Caller
 from integrations.mqtt.commands import CommandOutcome, PendingAck, PubackQueue
+from integrations.mqtt.expiry import watch_credentials, watched
 from integrations.mqtt.login import login
 from integrations.mqtt.subscription import Subscription, SubscriptionSpec
 from integrations.mqtt.topics import (
@@ -40,6 +43,7 @@ from integrations.mqtt.topics import (
 )
 from kedge.mqtt_shell import SessionProtocol
 from protocols.mqtt import (
+    Connect,
     ConnectReceived,
     DisconnectReceived,
     Event,
@@ -83,6 +87,8 @@ class IntegrationConnection(SessionProtocol):
         self._acks = PubackQueue()
         self._commands = 0
         self._connecting = False
+        #: the watch of the CONNECT's credentials (a JWT's expiry, an access token's revocation)
+        self._watch: asyncio.Task[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
 
@@ -100,6 +106,7 @@ class IntegrationConnection(SessionProtocol):
         self.session.connection_lost()
         self.server.connections.discard(self)
         self.cancel_timer()
+        self._stop_watch()
         self.transport = None
         self._writable.set()  # waiters see the closed transport
         for _, task in self.subscriptions.values():
@@ -117,9 +124,15 @@ class IntegrationConnection(SessionProtocol):
 
     def shutdown(self) -> None:
         """The server stops: MQTT 5 DISCONNECT 0x8B, then close."""
+        self._stop_watch()
         if self.session.state is State.CONNECTED:
             self.session.disconnect(ReasonCode.SERVER_SHUTTING_DOWN)
         self.close()
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     # ------------------------------------------------------------------------------------ the outlet
 
@@ -196,6 +209,28 @@ class IntegrationConnection(SessionProtocol):
         self.handle_events(events)
         self.flush()
         self._update_reading()
+        caller = self.caller
+        if caller is not None and watched(event.connect, caller):
+            self._watch = asyncio.create_task(self._watch_credentials(event.connect, caller),
+                                              name=f"mqtt-credentials-{self.client_id}")
+
+    async def _watch_credentials(self, connect: Connect, caller: Caller) -> None:
+        def refreshed(new: Caller) -> None:
+            self.caller = new
+
+        try:
+            ending = await watch_credentials(self.server.access, connect, caller,
+                                             self.server.settings.token_check_interval_s, refreshed=refreshed)
+            reason, message = ending.reason, ending.message
+        except Exception:  # fail closed: a connection whose credentials cannot be watched does not stay
+            log.exception("watching the credentials of %s failed; closing the connection", self.client_id)
+            reason, message = ReasonCode.UNSPECIFIED_ERROR, "internal error"
+        self._watch = None
+        if self.session.state is not State.CONNECTED:
+            return
+        log.info("ending the connection of %s: %s", self.client_id or "(assigned id)", message)
+        self.session.disconnect(reason, reason_string=message)  # 3.1.1: nothing is sent, the socket closes
+        self.close()
 
     async def _authenticate(self, event: ConnectReceived) -> ReasonCode:
         if event.persistent_session:

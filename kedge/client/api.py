@@ -2,13 +2,15 @@
 
 Every non-2xx answer becomes :class:`ApiError` (``<message> (HTTP <status>)`` from Drogue's
 ``{"error","message"}`` body); network failures become a :class:`~kedge.errors.KedgeError` naming the URL.
-``https://`` API hosts are verified against certifi's CA bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set
-(a private CA; `kedge stream`'s wss:// uses OpenSSL's defaults, which honour the same variables).
+``https://`` API hosts (and `kedge stream`'s wss://) are verified against httpx's default store (certifi's CA
+bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set) plus the context's ``ca_file`` (`kedge login
+--ca-file`), through the one context of :func:`ssl_context`.
 """
 
 from __future__ import annotations
 
 import base64
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +20,7 @@ import httpx
 from kedge.client.config import Auth, Config, ConfigStore, Context
 from kedge.errors import KedgeError
 
-__all__ = ["ApiError", "Session", "basic_header", "fetch_jwt", "refresh_margin", "token_due"]
+__all__ = ["ApiError", "Session", "basic_header", "fetch_jwt", "refresh_margin", "ssl_context", "token_due"]
 
 TIMEOUT_S = 30.0
 
@@ -46,8 +48,22 @@ def error_of(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, message or response.reason_phrase or "request failed", kind)
 
 
-#: added to a failed certificate check: how to trust a private CA (httpx and websockets both honour it)
-CA_HINT = "; to trust a private CA, set SSL_CERT_FILE=<CA bundle, PEM>"
+#: added to a failed certificate check: how to trust a private CA
+CA_HINT = ("; to trust a private CA, log in with `kedge login --ca-file <CA bundle, PEM>` "
+           "(or set SSL_CERT_FILE=<CA bundle, PEM>)")
+
+
+def ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """The client TLS context of the CLI: httpx's default trust store, plus the CAs of ``ca_file`` (PEM)."""
+    ctx = httpx.create_ssl_context()
+    if ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=ca_file)
+        except FileNotFoundError:
+            raise KedgeError(f"CA file {ca_file} not found (run `kedge login --ca-file <PEM>` again)") from None
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise KedgeError(f"CA file {ca_file} is not a PEM CA bundle: {exc}") from None
+    return ctx
 
 
 def unreachable(url: str, exc: Exception) -> KedgeError:
@@ -73,14 +89,18 @@ def token_due(auth: Auth, now: float) -> bool:
 
 
 def fetch_jwt(api_url: str, username: str, password: str, *, client: httpx.Client | None = None,
-              ttl_s: int | None = None) -> Auth:
-    """``POST /api/token`` (password grant) -> a ``password`` :class:`Auth` holding the new JWT."""
+              ttl_s: int | None = None, ca_file: str | None = None) -> Auth:
+    """``POST /api/token`` (password grant) -> a ``password`` :class:`Auth` holding the new JWT (through
+    ``client``, else a one-off request trusting ``ca_file`` too)."""
     url = api_url.rstrip("/") + "/api/token"
     data = {"grant_type": "password", "username": username, "password": password}
     if ttl_s is not None:
         data["expires_in"] = str(ttl_s)
     try:
-        response = (client or httpx).post(url, data=data, timeout=TIMEOUT_S)
+        if client is not None:
+            response = client.post(url, data=data, timeout=TIMEOUT_S)
+        else:
+            response = httpx.post(url, data=data, timeout=TIMEOUT_S, verify=ssl_context(ca_file))
     except httpx.HTTPError as exc:
         raise unreachable(url, exc) from None
     if response.status_code != 200:
@@ -97,7 +117,9 @@ class Session:
         self.store = store
         self.config = config
         self.context = context
-        self.client = httpx.Client(base_url=context.api_url.rstrip("/"), timeout=TIMEOUT_S)
+        #: the TLS trust of every request of this context (API host and WebSocket integration)
+        self.ssl = ssl_context(context.ca_file)
+        self.client = httpx.Client(base_url=context.api_url.rstrip("/"), timeout=TIMEOUT_S, verify=self.ssl)
 
     def close(self) -> None:
         self.client.close()

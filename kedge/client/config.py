@@ -9,6 +9,7 @@ The file holds secrets (JWTs, the password used to refresh them, access tokens),
         api_url: http://127.0.0.1:8011
         ws_url: ws://127.0.0.1:8082
         default_app: my-app
+        ca_file: /home/me/ca.pem   # optional: a private CA trusted besides the default store (`--ca-file`)
         auth: {kind: password, username: admin, password: ..., token: <jwt>, exp: 1700000000}
         # or   {kind: api_key, username: admin, token: drg_...}
 """
@@ -78,6 +79,8 @@ class Context(_Model):
     api_url: str
     ws_url: str
     default_app: str | None = None
+    #: absolute path of a PEM CA bundle trusted (besides the default store) by every request of this context
+    ca_file: str | None = None
     auth: Auth
 
     def redacted(self) -> dict[str, Any]:

@@ -61,8 +61,9 @@ async def stream_events(session: Session, app: str, filters: Mapping[str, str | 
     received = 0
     try:
         headers = {"Authorization": await asyncio.to_thread(session.authorization)}
+        tls = session.ssl if url.startswith("wss://") else None  # (ws:// refuses an ssl context)
         async with websockets.connect(url, additional_headers=headers, open_timeout=OPEN_TIMEOUT_S,
-                                      max_size=None) as ws:
+                                      max_size=None, ssl=tls) as ws:
             refresher = None
             if session.context.auth.kind == "password":
                 refresher = asyncio.create_task(_keep_fresh(session, ws))

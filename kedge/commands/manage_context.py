@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,6 +28,9 @@ def login(
     name: Annotated[str, typer.Option("--context", "-c", help="name of the context to create or replace")]
     = "default",
     default_app: Annotated[str | None, typer.Option("--app", "-a", help="default application")] = None,
+    ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", help="trust this CA (PEM) too, for every request of the context (https:// and wss://)")]
+    = None,
     jwt_ttl: Annotated[int | None, typer.Option("--jwt-ttl", min=1, hidden=True,
                                                 help="ask for JWTs of this lifetime, seconds (tests)")] = None,
     output: OutputOpt = ReadOutput.table,
@@ -35,12 +39,14 @@ def login(
 
     With --username/--password, Kedge issues a JWT (POST /api/token) and the CLI renews it before it expires
     (the password is kept for that, in the 0600 config file). With --token, the access token is used as is.
-    The admin's first password is in <data dir>/admin-credentials.json.
+    The admin's first password is in <data dir>/admin-credentials.json. --ca-file trusts a private CA besides
+    the default store, for this context only (its path is kept in the context).
 
     Example: kedge login http://127.0.0.1:8011 -u admin -p "$(jq -r .password .kedge/admin-credentials.json)"
     Example: kedge login https://kedge.example.com --token alice:drg_a1B2c3_... --ws-url wss://ws.example.com
+    Example: kedge login https://10.0.0.5:8011 -u admin -p "$PASSWORD" --ca-file ca.pem
     """
-    from kedge.client.api import Session, fetch_jwt
+    from kedge.client.api import Session, fetch_jwt, ssl_context
     from kedge.client.config import Auth, Context, derive_ws_url
 
     with operation(output):
@@ -49,6 +55,9 @@ def login(
             raise KedgeError(f"invalid URL {url!r}: use http://host:port or https://host")
         if token is not None and (username is not None or password is not None):
             raise typer.BadParameter("give either --token or --username/--password")
+        ca = str(ca_file.expanduser().resolve()) if ca_file is not None else None
+        if ca is not None:
+            ssl_context(ca)  # a missing or unparsable file: one line now, not at every later command
         if token is not None:
             user, sep, secret = token.partition(":")
             if not sep or not user or not secret:
@@ -61,9 +70,9 @@ def login(
                 username = username or typer.prompt("username", default="admin")
                 password = password or typer.prompt("password", hide_input=True)
             assert username is not None and password is not None
-            auth = fetch_jwt(url, username, password, ttl_s=jwt_ttl)
+            auth = fetch_jwt(url, username, password, ttl_s=jwt_ttl, ca_file=ca)
         ctx = Context(name=name, api_url=url, ws_url=(ws_url or derive_ws_url(url)).rstrip("/"),
-                      default_app=default_app, auth=auth)
+                      default_app=default_app, ca_file=ca, auth=auth)
         store = config_store()
         config = store.load()
         with Session(store, config, ctx) as sess:

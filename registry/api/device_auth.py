@@ -4,6 +4,14 @@ Answers: ``{"outcome": {"pass": {"application": App, "device": Device, "as"?: De
 ``{"outcome": "fail"}``; Kedge adds ``{"outcome": {"disabled": {…same…}}}`` for right credentials of a
 disabled app/device (§17 row 14.7). Credentials are stripped from the returned device (§8.2). A back end
 that cannot be asked answers 503 (``ServiceUnavailable``): fail closed.
+
+Who may ask (Drogue protects this service with service-to-service authentication): a **service user**, i.e. a
+caller with the global admin role (``drogue-admin``) or the role :data:`SERVICE_ROLE`, authenticated like any
+API call (``Basic <user>:<access token>`` or ``Bearer <jwt>``). No credential -> 401 (with
+``WWW-Authenticate``), wrong credentials -> 403, a user without either role -> 403; otherwise the service would
+be a password-guessing oracle for every device. ``install(..., anonymous=True)``
+(``KEDGE_REGISTRY__DEVICE_AUTH_ANONYMOUS``) restores Drogue-style open access for deployments that fence the
+API host off instead.
 """
 
 from __future__ import annotations
@@ -12,9 +20,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from registry import resources as res
+from registry.access.errors import AuthenticationFailed
+from registry.access.http import current_identity
+from registry.access.identity import ADMIN_ROLE
 from registry.authn.authenticator import RegistryAuthenticator, Row
 from schemas import auth
 from schemas.registry import (
@@ -25,12 +37,39 @@ from schemas.registry import (
     UserAuthCredential,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["device authentication"])
+__all__ = ["SERVICE_ROLE", "install", "require_service_user", "router"]
+
+#: the role of a service user that may call the device authentication service (besides global admins)
+SERVICE_ROLE = "kedge-device-auth"
 FAIL = {"outcome": "fail"}
 
 
-def install(app: FastAPI, authenticator: RegistryAuthenticator) -> None:
+def install(app: FastAPI, authenticator: RegistryAuthenticator, *, anonymous: bool = False) -> None:
+    """Serve device authentication with ``authenticator``; ``anonymous`` lets anyone ask (Drogue's exposure)."""
     app.state.device_authenticator = authenticator
+    app.state.device_auth_anonymous = anonymous
+
+
+async def require_service_user(conn: HTTPConnection) -> None:
+    """The route dependency: 401 without a credential, 403 for wrong ones or a caller who is no service user."""
+    if getattr(conn.app.state, "device_auth_anonymous", False):
+        return
+    identity = await current_identity(conn)
+    if identity.anonymous:
+        raise HTTPException(401, "Device authentication needs a service user: authenticate with "
+                                 "Basic <user>:<access token> or Bearer <JWT>",
+                            headers={"WWW-Authenticate": 'Basic realm="kedge", Bearer realm="kedge"'})
+    if not (identity.is_admin or SERVICE_ROLE in identity.roles):
+        raise AuthenticationFailed(f"Not authorized: device authentication needs the role {SERVICE_ROLE} "
+                                   f"(or {ADMIN_ROLE})")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No credential (a service user is required)"},
+    403: {"description": "Wrong credentials, or the caller is no service user"},
+}
+router = APIRouter(prefix="/api/v1", tags=["device authentication"], dependencies=[Depends(require_service_user)],
+                   responses=_ERRORS)
 
 
 def get_authenticator(conn: HTTPConnection) -> RegistryAuthenticator:

@@ -25,8 +25,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 async def _device_auth(api: ApiProc, app: str, device: str, password: str) -> bool:
     async with httpx.AsyncClient(base_url=api.url, timeout=10.0) as client:
+        r = await client.post("/api/token", json={"grant_type": "password", "username": "admin",
+                                                  "password": api.admin_password})
+        r.raise_for_status()
+        headers = {"Authorization": f"Bearer {r.json()['access_token']}"}  # a service user (the admin)
         r = await client.post("/api/v1/auth", json={"application": app, "device": device,
-                                                    "credential": {"pass": password}})
+                                                    "credential": {"pass": password}}, headers=headers)
         r.raise_for_status()
         return "pass" in r.json()["outcome"]
 

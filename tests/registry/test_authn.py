@@ -211,34 +211,34 @@ async def test_client_certificates(api: Api, unique: str) -> None:
 
 async def test_http_auth_service(api: Api, unique: str) -> None:
     app = await _setup(api, unique)
-    r = await api.anon.post("/api/v1/auth", json={"application": app, "device": "alias-1",
+    r = await api.admin.post("/api/v1/auth", json={"application": app, "device": "alias-1",
                                                   "credential": {"pass": "plain-string"}})
     assert r.status_code == 200, r.text
     passed = r.json()["outcome"]["pass"]
     assert passed["application"]["metadata"]["name"] == app
     assert passed["device"]["metadata"]["name"] == "d1"
     assert "credentials" not in passed["device"].get("spec", {})  # stripped
-    r = await api.anon.post("/api/v1/auth", json={"application": app, "device": "d1",
+    r = await api.admin.post("/api/v1/auth", json={"application": app, "device": "d1",
                                                   "credential": {"user": {"username": "shared",
                                                                           "password": "shared-pw"}}})
     assert "pass" in r.json()["outcome"]
-    r = await api.anon.post("/api/v1/auth", json={"application": app, "device": "d1",
+    r = await api.admin.post("/api/v1/auth", json={"application": app, "device": "d1",
                                                   "credential": {"pass": "wrong"}})
     assert r.json() == {"outcome": "fail"}
-    r = await api.anon.post("/api/v1/auth", json={"application": app, "device": "off",
+    r = await api.admin.post("/api/v1/auth", json={"application": app, "device": "off",
                                                   "credential": {"pass": "off-pw"}})
     assert "disabled" in r.json()["outcome"]
-    r = await api.anon.post("/api/v1/auth", json={"application": app, "device": "gw", "as": "behind",
+    r = await api.admin.post("/api/v1/auth", json={"application": app, "device": "gw", "as": "behind",
                                                   "credential": {"pass": "gw-pw"}})
     assert r.json()["outcome"]["pass"]["as"]["metadata"]["name"] == "behind"
-    r = await api.anon.post("/api/v1/auth", json={"application": app, "device": "gw", "as": "d1",
+    r = await api.admin.post("/api/v1/auth", json={"application": app, "device": "gw", "as": "d1",
                                                   "credential": {"pass": "gw-pw"}})
     assert r.json() == {"outcome": "fail"}
-    r = await api.anon.post("/api/v1/authorize_as", json={"application": app, "device": "gw", "as": "behind"})
+    r = await api.admin.post("/api/v1/authorize_as", json={"application": app, "device": "gw", "as": "behind"})
     assert r.json()["outcome"]["pass"]["as"]["metadata"]["name"] == "behind"
-    r = await api.anon.post("/api/v1/authorize_as", json={"application": app, "device": "d1", "as": "behind"})
+    r = await api.admin.post("/api/v1/authorize_as", json={"application": app, "device": "d1", "as": "behind"})
     assert r.json() == {"outcome": "fail"}
-    r = await api.anon.post("/api/v1/auth", json={"application": app, "device": "d1", "credential": {"psk": 1}})
+    r = await api.admin.post("/api/v1/auth", json={"application": app, "device": "d1", "credential": {"psk": 1}})
     assert r.status_code == 400 and r.json()["error"] == "BadRequest"
 
 
@@ -252,7 +252,7 @@ async def test_database_down_fails_closed() -> None:
             await authn.authorize_as(DeviceIdentity(app="app", app_uid="", device="gw", device_uid=""), "d")
         app = FastAPI()
         errors.install(app)
-        device_auth.install(app, authn)
+        device_auth.install(app, authn, anonymous=True)  # no access layer here: open mode
         app.include_router(device_auth.router)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
             r = await client.post("/api/v1/auth", json={"application": "a", "device": "d",

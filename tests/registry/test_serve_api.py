@@ -23,6 +23,7 @@ async def test_serve_api_process(procs: ProcGroup, tmp_path: Path, bootstrap: st
         "KEDGE_API__PORT": str(port),
         "KEDGE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "KEDGE_REGISTRY__ANONYMOUS_WRITE": "true",
+        "KEDGE_REGISTRY__DEVICE_AUTH_ANONYMOUS": "true",  # the setting reaches `kedge serve api`
     })
     await proc.wait_for_log("Application startup complete", 60.0)
     base = f"http://127.0.0.1:{port}"
