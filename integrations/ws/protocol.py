@@ -17,6 +17,7 @@ __all__ = [
     "CLOSE_PROTOCOL",
     "EXPIRED",
     "REFRESH_DENIED",
+    "REVOKED",
     "ProtocolError",
     "RefreshAccessToken",
     "close_reason",
@@ -29,6 +30,8 @@ CLOSE_INTERNAL: Final = 1011
 
 EXPIRED: Final = "JWT token expired"
 REFRESH_DENIED: Final = "Failed to refresh token"
+#: a session opened with an access token that was deleted, or whose user may no longer read the app
+REVOKED: Final = "Access revoked"
 #: a close frame's reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5)
 _MAX_REASON: Final = 123
 

@@ -31,7 +31,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from integrations.auth import AuthError, AuthUnavailable, UserAccess
+from integrations.auth import AuthError, AuthUnavailable, Caller, UserAccess
 from integrations.filters import FilterError, from_query
 from integrations.ws.session import Session, SessionSpec
 from kedge.settings import IntegrationSettings, KafkaSettings
@@ -76,8 +76,9 @@ class WsIntegration:
             flt = from_query(params)
         except FilterError as e:
             return _json(HTTPStatus.BAD_REQUEST, "BadRequest", str(e))
+        authorization = request.headers.get_all("Authorization")
         try:
-            caller = await self.access.identify(request.headers.get_all("Authorization"), query)
+            caller = await self.access.identify(authorization, query)
             allowed = await self.access.may(app, caller, "Read")
         except AuthError as e:
             kind = "BadRequest" if e.status == 400 else "AuthenticationError"
@@ -88,7 +89,14 @@ class WsIntegration:
             return _json(HTTPStatus.NOT_FOUND, "NotFound", f"Not found Application / {app}")
         groups = [g for g in query("group_id") if g]
         group = groups[-1] if groups else f"anonymous.{uuid.uuid4()}"
-        self._specs[connection] = SessionSpec(app, caller, group, not groups, flt)
+        access = self.access
+
+        async def recheck() -> Caller:
+            return await access.identify(authorization, query)
+
+        token_login = not caller.anonymous and caller.exp is None  # an access token: it may be deleted
+        self._specs[connection] = SessionSpec(app, caller, group, not groups, flt,
+                                              recheck=recheck if token_login else None)
         log.info("ws session for %s (group %s, filter %s)", app, group, flt.describe())
         return None
 

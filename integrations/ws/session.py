@@ -9,7 +9,9 @@ Three tasks per connection; the first to end ends the session:
   at most its own bounded buffers, and ``send`` waits while the socket's write buffer is full, so a slow client
   slows the stream down instead of filling memory.
 * **client**: ``{"RefreshAccessToken": "<jwt>"}`` replaces the expiry; anything else closes with 1002.
-* **expiry**: every ``token_check_interval_s``, a session opened with a JWT past its ``exp`` closes with 1008.
+* **expiry**: every ``token_check_interval_s``, a session opened with a JWT past its ``exp`` closes with 1008;
+  one opened with an access token is authenticated again (``recheck``) and closes with 1008 once the token or
+  its user is gone or may no longer read the app (while the user store cannot be asked, it stays).
 
 Pings (every ``ping_interval_s``, close when no pong within ``ping_timeout_s``) are the server library's.
 """
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,7 @@ from integrations.ws.protocol import (
     CLOSE_PROTOCOL,
     EXPIRED,
     REFRESH_DENIED,
+    REVOKED,
     ProtocolError,
     close_reason,
     parse_client_message,
@@ -64,6 +68,8 @@ class SessionSpec:
     group_id: str
     anonymous_group: bool
     filter: EventFilter
+    #: authenticates the handshake's credentials again (an access-token session), None: nothing to re-check
+    recheck: Callable[[], Awaitable[Caller]] | None = None
     exp: int | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -257,3 +263,17 @@ class Session:
             exp = self.spec.exp
             if exp is not None and time.time() > exp:
                 raise _Close(CLOSE_POLICY, EXPIRED)
+            if exp is None and self.spec.recheck is not None:  # a JWT refresh replaces the access token
+                await self._recheck(self.spec.recheck)
+
+    async def _recheck(self, recheck: Callable[[], Awaitable[Caller]]) -> None:
+        try:
+            caller = await recheck()
+            allowed = await self.access.may(self.spec.app, caller, "Read")
+        except AuthError:
+            raise _Close(CLOSE_POLICY, REVOKED) from None
+        except AuthUnavailable as e:
+            log.warning("ws session of %s: cannot re-check its access token now (%s); it stays", self.spec.app, e)
+            return
+        if not allowed:
+            raise _Close(CLOSE_POLICY, REVOKED)

@@ -203,6 +203,20 @@ async def test_jwt_expiry_closes_with_1008(stack: Stack, unique: str) -> None:
         assert await closed(ws) == (1008, "JWT token expired")
 
 
+async def test_deleted_access_token_closes_with_1008(stack: Stack, producer: AIOKafkaProducer, unique: str) -> None:
+    app = f"ws-r-{unique}"
+    alice = await stack.jwt("alice")
+    await stack.create_app(alice, app)
+    keep, gone = await stack.api_key("alice"), await stack.api_key("alice")
+    async with connect(f"{stack.ws_url}/{app}", additional_headers=basic("alice", keep)) as kept, \
+            connect(f"{stack.ws_url}/{app}", additional_headers=basic("alice", gone)) as ws:
+        async with stack.client(alice) as client:
+            r = await client.delete(f"/api/tokens/v1alpha1/{gone[:10]}")
+        assert r.status_code == 204, r.text
+        assert await closed(ws) == (1008, "Access revoked")
+        await synced(producer, app, [kept])  # the session of the other token still streams
+
+
 async def test_refresh_extends_the_session(stack: Stack, producer: AIOKafkaProducer, unique: str) -> None:
     app = f"ws-r-{unique}"
     alice = await stack.jwt("alice")
