@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ingress.publish import TopicNotReady
@@ -82,9 +84,26 @@ class RecordingSink:
     events: list[DeviceEvent] = field(default_factory=list)
     fail: Exception | None = None
     connected: bool = True
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def publish(self, event: DeviceEvent, *, topic_ready: bool = True) -> None:
         self.publish_nowait(event, topic_ready=topic_ready)
+
+    def publish_then(self, event: DeviceEvent, done: Callable[[BaseException | None], None], *,
+                     topic_ready: bool = True) -> None:
+        """Through :meth:`publish` (so a subclass that holds publishes holds these too)."""
+
+        async def run() -> None:
+            try:
+                await self.publish(event, topic_ready=topic_ready)
+            except Exception as exc:
+                done(exc)
+            else:
+                done(None)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def saturated(self) -> bool:
