@@ -21,6 +21,7 @@ from schemas.events import DeviceEvent, build_device_event
 from schemas.types import EVENT_TYPE
 from tests.agents.support import create_topics
 from tests.ingress.kafka_support import create_app_topic
+from tests.support.api import password_jwt
 from tests.support.procs import Proc, ProcGroup, kedge
 
 #: how often the WebSocket integration checks token expiry in these tests
@@ -44,13 +45,7 @@ class Stack:
         """A JWT of ``user`` (``ttl_s`` None: a long-lived one, cached per user)."""
         if ttl_s is None and user in self._jwts:
             return self._jwts[user]
-        body: dict[str, object] = {"grant_type": "password", "username": user, "password": PASSWORD}
-        if ttl_s is not None:
-            body["expires_in"] = ttl_s
-        async with httpx.AsyncClient(base_url=self.api_url, timeout=10) as client:
-            r = await client.post("/api/token", json=body)
-        assert r.status_code == 200, r.text
-        token: str = r.json()["access_token"]
+        token = await password_jwt(self.api_url, user, PASSWORD, ttl_s=ttl_s)
         if ttl_s is None:
             self._jwts[user] = token
         return token
@@ -103,7 +98,7 @@ async def stack(
         assert admin is not None
         s = Stack(bootstrap, data, f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{match.group(1)}", group, api,
                   ws, admin)
-        admin_jwt = await _jwt(s.api_url, *admin)
+        admin_jwt = await password_jwt(s.api_url, *admin)
         async with s.client(admin_jwt) as client:
             for user in ("alice", "bob"):
                 r = await client.post("/api/admin/v1alpha1/users", json={"username": user, "password": PASSWORD})
@@ -115,14 +110,6 @@ async def stack(
         group.stop_all()
         if request.session.testsfailed > failed_before:
             print(group.logs())
-
-
-async def _jwt(api_url: str, user: str, password: str) -> str:
-    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
-        r = await client.post("/api/token", json={"grant_type": "password", "username": user, "password": password})
-    assert r.status_code == 200, r.text
-    token: str = r.json()["access_token"]
-    return token
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from tests.agents.support import create_topics
 from tests.ingress.kafka_support import create_app_topic
 from tests.ingress.mqtt_support import RawClient
 from tests.integrations.conftest import PASSWORD, device_event, produce
+from tests.support.api import password_jwt
 from tests.support.procs import ProcGroup, eventually, kedge
 from topology.names import COMMANDS, app_topic
 
@@ -85,14 +86,6 @@ class MqttStack:
         return AppClient(self.port, user, password, protocol, client_id, manual_ack, transport)
 
 
-async def _token(api_url: str, user: str, password: str) -> str:
-    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
-        r = await client.post("/api/token", json={"grant_type": "password", "username": user, "password": password})
-    assert r.status_code == 200, r.text
-    token: str = r.json()["access_token"]
-    return token
-
-
 @pytest.fixture(scope="module")
 async def stack(kafka_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory,
                 request: pytest.FixtureRequest) -> AsyncIterator[MqttStack]:
@@ -125,12 +118,12 @@ async def stack(kafka_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathF
                       ca=tmp / "ca.pem")
         admin = read_admin_credentials(data)
         assert admin is not None
-        async with s.client(await _token(api_url, *admin)) as client:
+        async with s.client(await password_jwt(api_url, *admin)) as client:
             for user in ("alice", "bob"):
                 r = await client.post("/api/admin/v1alpha1/users", json={"username": user, "password": PASSWORD})
                 assert r.status_code == 201, r.text
         for user in ("alice", "bob"):
-            s.jwts[user] = await _token(api_url, user, PASSWORD)
+            s.jwts[user] = await password_jwt(api_url, user, PASSWORD)
             async with s.client(s.jwts[user]) as client:
                 r = await client.post("/api/tokens/v1alpha1")
             assert r.status_code == 201, r.text

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -25,6 +24,7 @@ from integrations.mqtt.expiry import JWT_EXPIRED, TOKEN_REVOKED, Ending, watch_c
 from protocols.mqtt import Connect, ReasonCode
 from registry.access.tokens import prefix_of
 from tests.integrations.conftest import PASSWORD, Stack
+from tests.support.api import password_jwt
 from tests.support.procs import ProcGroup, eventually, kedge
 
 TIMEOUT = 30.0
@@ -273,9 +273,4 @@ async def test_an_access_token_connection_ends_when_the_token_or_its_user_is_del
 
 
 async def _admin_jwt(stack: Stack) -> str:
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as client:
-        r = await client.post("/api/token", json={"grant_type": "password", "username": stack.admin[0],
-                                                  "password": stack.admin[1]})
-    assert r.status_code == 200, r.text
-    token: str = r.json()["access_token"]
-    return token
+    return await password_jwt(stack.api_url, *stack.admin)

@@ -9,7 +9,6 @@ for it (:func:`Stack.secrets`).
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from tests.agents.support import DEVICE_PARTITIONS, create_topics, start_worker
 from tests.ingress.kafka_support import create_app_topic
 from tests.ingress.mqtt_support import RawClient
 from tests.registry.conftest import pg_url  # noqa: F401  (the PostgreSQL cluster fixture, for the API fuzzing)
+from tests.support.api import listening, password_jwt
 from tests.support.procs import Proc, ProcGroup, kedge
 
 USER_PASSWORD = f"user-pw-{uuid.uuid4().hex}"
@@ -86,20 +86,6 @@ class Stack:
         client.close()
 
 
-async def _token(api_url: str, user: str, password: str) -> str:
-    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
-        r = await client.post("/api/token", json={"grant_type": "password", "username": user, "password": password})
-    assert r.status_code == 200, r.text
-    token: str = r.json()["access_token"]
-    return token
-
-
-def _listening(proc: Proc, scheme: str) -> str:
-    match = re.search(rf"listening on ({scheme}://127\.0\.0\.1:\d+)", proc.log())
-    assert match, proc.log()
-    return match.group(1)
-
-
 @pytest.fixture(scope="session")
 async def stack(
     kafka_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -120,14 +106,14 @@ async def stack(
         api_url = f"http://127.0.0.1:{api_port}"
         admin = read_admin_credentials(data)
         assert admin is not None
-        jwts = {"admin": await _token(api_url, *admin)}
+        jwts = {"admin": await password_jwt(api_url, *admin)}
         async with httpx.AsyncClient(base_url=api_url, timeout=30,
                                      headers={"Authorization": f"Bearer {jwts['admin']}"}) as client:
             for user in ("alice", "bob"):
                 r = await client.post("/api/admin/v1alpha1/users", json={"username": user, "password": USER_PASSWORD})
                 assert r.status_code == 201, r.text
         for user in ("alice", "bob"):
-            jwts[user] = await _token(api_url, user, USER_PASSWORD)
+            jwts[user] = await password_jwt(api_url, user, USER_PASSWORD)
         suffix = uuid.uuid4().hex[:6]
         apps = {"a": f"sec-a-{suffix}", "b": f"sec-b-{suffix}"}
         passwords = {"a": f"dev-pw-a-{uuid.uuid4().hex}", "b": f"dev-pw-b-{uuid.uuid4().hex}"}
@@ -158,8 +144,8 @@ async def stack(
         await mqtt.wait_for_log("mqtt endpoint listening on mqtt://", 30)
         await http.wait_for_log("http endpoint listening on http://", 30)
         await ws.wait_for_log("ws integration listening on ws://", 30)
-        s = Stack(bootstrap, data, group, api_url, _listening(http, "http"), _listening(ws, "ws"),
-                  int(_listening(mqtt, "mqtt").rsplit(":", 1)[1]), api, http, mqtt, ws, worker, admin, apps,
+        s = Stack(bootstrap, data, group, api_url, listening(http, "http"), listening(ws, "ws"),
+                  int(listening(mqtt, "mqtt").rsplit(":", 1)[1]), api, http, mqtt, ws, worker, admin, apps,
                   passwords, jwts, api_keys)
         yield s
         for proc in s.endpoints():

@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from kedge.broker import free_port
 from registry.access.secrets_dir import read_admin_credentials
 from tests.security.conftest import Stack
+from tests.support.api import password_jwt
 from tests.support.procs import ProcGroup, kedge
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -57,10 +58,7 @@ async def test_api_spec_fuzzing_finds_no_server_error(stack: Stack, procs: ProcG
     admin = read_admin_credentials(data)
     assert admin is not None
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        r = await client.post("/api/token", json={"grant_type": "password", "username": admin[0],
-                                                  "password": admin[1]})
-        assert r.status_code == 200, r.text
-        jwt = r.json()["access_token"]
+        jwt = await password_jwt(base, *admin)
         spec = (await client.get("/openapi.json")).json()
         # something for the generated requests to find
         r = await client.post("/api/registry/v1alpha1/apps", json={"metadata": {"name": "fuzz"}},

@@ -33,6 +33,7 @@ from schemas.types import EVENT_TYPE
 from tests.agents.support import DEVICE_PARTITIONS, create_topics
 from tests.cli.support import Cli
 from tests.ingress.kafka_support import create_app_topic
+from tests.support.api import listening, password_jwt
 from tests.support.procs import Proc, ProcGroup, kedge
 from topology.names import app_topic
 
@@ -87,12 +88,6 @@ class TlsStack:
     procs: list[Proc]
 
 
-def _listening(proc: Proc, scheme: str) -> str:
-    match = re.search(rf"listening on ({scheme}://127\.0\.0\.1:\d+)", proc.log())
-    assert match, proc.log()
-    return match.group(1)
-
-
 @pytest.fixture(scope="module")
 async def tls_stack(kafka_broker: EmbeddedBroker, certs: Certs, tmp_path_factory: pytest.TempPathFactory,
                     request: pytest.FixtureRequest) -> AsyncIterator[TlsStack]:
@@ -119,10 +114,7 @@ async def tls_stack(kafka_broker: EmbeddedBroker, certs: Certs, tmp_path_factory
         subject = dn_string(x509.load_pem_x509_certificate(cert_device.cert_chain_pems[0].bytes()).subject)
         anchor = base64.b64encode(certs.device_ca.cert_pem.bytes()).decode()
         async with httpx.AsyncClient(base_url=api_url, timeout=30, verify=certs.trusting()) as client:
-            r = await client.post("/api/token", json={"grant_type": "password", "username": admin[0],
-                                                      "password": admin[1]})
-            assert r.status_code == 200, r.text
-            jwt = r.json()["access_token"]
+            jwt = await password_jwt(api_url, *admin, verify=certs.trusting())
             client.headers["Authorization"] = f"Bearer {jwt}"
             for name in (app, stream_app):
                 spec = {"trustAnchors": {"anchors": [{"certificate": anchor}]}} if name == app else {}
@@ -148,8 +140,8 @@ async def tls_stack(kafka_broker: EmbeddedBroker, certs: Certs, tmp_path_factory
         await http.wait_for_log("http endpoint listening on https://", 30)
         await ws.wait_for_log("ws integration listening on wss://", 30)
         await mqtt.wait_for_log("wss endpoint listening on wss://", 30)
-        yield TlsStack(bootstrap, api_url, _listening(http, "https"), _listening(ws, "wss"),
-                       _listening(mqtt, "wss"), admin, jwt, app, stream_app, cert_device, [api, http, ws, mqtt])
+        yield TlsStack(bootstrap, api_url, listening(http, "https"), listening(ws, "wss"),
+                       listening(mqtt, "wss"), admin, jwt, app, stream_app, cert_device, [api, http, ws, mqtt])
         for proc in (api, http, ws, mqtt):
             assert proc.running, f"{proc.name} died:\n{proc.log()[-3000:]}"
             assert "Traceback" not in proc.log(), proc.log()[-5000:]
