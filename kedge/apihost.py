@@ -156,14 +156,21 @@ def build(settings: Settings, *, producer_factory: ProducerFactory | None = None
 
 def serve(settings: Settings) -> None:
     """Run the API host in the foreground (uvicorn) until SIGINT/SIGTERM; HTTPS only with ``api.tls_cert`` and
-    ``api.tls_key`` (a bad TLS setting: :class:`~kedge.tls.TlsSettingsError`, before anything starts)."""
+    ``api.tls_key`` (a bad TLS setting: :class:`~kedge.tls.TlsSettingsError`, before anything starts).
+
+    The socket is bound (and listening) before the application starts, so ``api.port`` 0 works and a client
+    that connects as soon as the start is logged is served once the start completes, never refused.
+    """
     import uvicorn
 
+    from ingress.http.server import bind
     from kedge.tls import listener_context
 
     tls = listener_context(settings.api.tls_cert, settings.api.tls_key, setting="KEDGE_API__TLS")
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    host = build(settings, operators=True)
-    uvicorn.run(host.app, host=settings.api.host, port=settings.api.port, log_level=settings.log_level,
-                access_log=settings.log_level == "debug",
-                ssl_context_factory=None if tls is None else (lambda _config, _default: tls))
+    sock = bind(settings.api.host, settings.api.port)
+    bound = settings.api.model_copy(update={"port": sock.getsockname()[1]})
+    host = build(settings.model_copy(update={"api": bound}), operators=True)
+    config = uvicorn.Config(host.app, log_level=settings.log_level, access_log=settings.log_level == "debug",
+                            ssl_context_factory=None if tls is None else (lambda _config, _default: tls))
+    uvicorn.Server(config).run(sockets=[sock])

@@ -9,6 +9,7 @@ Every failure the operator can fix prints one line on stderr and exits 1 (usage 
 from __future__ import annotations
 
 import asyncio
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -78,3 +79,16 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        reason = exc.strerror or str(exc)
+        error(reason if reason.startswith("cannot listen") else f"cannot listen: {reason}")
+        sys.exit(1)
+    except Exception as exc:
+        from aiokafka.errors import KafkaConnectionError
+
+        if not isinstance(exc, KafkaConnectionError):
+            raise
+        error(f"cannot reach Kafka: {exc} (KEDGE_KAFKA__BOOTSTRAP_SERVERS)")
+        sys.exit(1)

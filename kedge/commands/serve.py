@@ -96,7 +96,7 @@ def mqtt(
 @app.command("api")
 def api(
     host: Annotated[str | None, typer.Option(help="address to listen on (default: KEDGE_API__HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default: KEDGE_API__PORT, 8011)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: KEDGE_API__PORT, 8011; 0: any)")] = None,
 ) -> None:
     """Run the API host until Ctrl-C or SIGTERM: registry (/api/registry/v1alpha1), access tokens, device
     authentication (/api/v1/auth); OpenAPI docs on /docs, /health, /ready, /metrics.

@@ -45,7 +45,7 @@ async def stack(kafka_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathF
     try:
         api_port = free_port()
         api = group.start("api", kedge("serve", "api", "--port", str(api_port)), env=env)
-        await api.wait_for_log("Uvicorn running on", 60.0)
+        await api.wait_for_log("API host ready on", 60.0)
         await start_worker(group, "worker", bootstrap, tmp / "worker", f"kedge-worker-{uuid.uuid4().hex[:8]}")
         http = group.start("http", kedge("serve", "http", "--port", "0"), env=env)
         mqtt = group.start("mqtt", kedge("serve", "mqtt", "--port", "0"), env=env)

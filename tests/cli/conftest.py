@@ -43,7 +43,7 @@ async def api_proc(tmp_path_factory: pytest.TempPathFactory, kafka_broker: Embed
     })
     failed_before = request.session.testsfailed
     try:
-        await proc.wait_for_log("Uvicorn running on", 60.0)
+        await proc.wait_for_log("API host ready on", 60.0)
         yield ApiProc(f"http://127.0.0.1:{port}", data_dir, kafka_broker.bootstrap, group)
     finally:
         group.stop_all()

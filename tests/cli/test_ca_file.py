@@ -87,7 +87,7 @@ async def tls_api(kafka_broker: EmbeddedBroker, ca_dir: Path, tmp_path_factory: 
             **env, "KEDGE_API__TLS_CERT": pem, "KEDGE_API__TLS_KEY": pem})
         ws = group.start("ws", kedge("serve", "ws-integration", "--port", "0"), env={
             **env, "KEDGE_INTEGRATION__WS_TLS_CERT": pem, "KEDGE_INTEGRATION__WS_TLS_KEY": pem})
-        await api.wait_for_log("Uvicorn running on", 60.0)
+        await api.wait_for_log("API host ready on", 60.0)
         await ws.wait_for_log("ws integration listening on wss://", 30.0)
         match = re.search(r"listening on (wss://127\.0\.0\.1:\d+)", ws.log())
         assert match, ws.log()

@@ -88,7 +88,7 @@ async def stack(
     try:
         api_port = free_port()
         api = group.start("api", kedge("serve", "api", "--port", str(api_port)), env=env)
-        await api.wait_for_log("Uvicorn running on", 60.0)
+        await api.wait_for_log("API host ready on", 60.0)
         ws = group.start("ws", kedge("serve", "ws-integration", "--port", "0"), env={
             **env, "KEDGE_INTEGRATION__TOKEN_CHECK_INTERVAL_S": str(TOKEN_CHECK_S)})
         await ws.wait_for_log("ws integration listening on ws://", 30.0)

@@ -159,7 +159,7 @@ async def test_kafka_unavailable_is_503(stack: Stack, procs: ProcGroup, unique: 
     api = procs.start("api-nokafka", kedge("serve", "api", "--port", str(port)), env={
         "KEDGE_DATA_DIR": str(stack.data_dir), "KEDGE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "KEDGE_KAFKA__PUBLISH_TIMEOUT_S": "2"})
-    await api.wait_for_log("Uvicorn running on", 60.0)
+    await api.wait_for_log("API host ready on", 60.0)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
                                  headers={"Authorization": f"Bearer {alice}"}) as client:
         r = await asyncio.wait_for(client.post(path(app, "d1"), params={"command": "x"}), 20)

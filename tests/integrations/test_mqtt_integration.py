@@ -106,7 +106,7 @@ async def stack(kafka_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathF
     try:
         api_port = free_port()
         api = group.start("api", kedge("serve", "api", "--port", str(api_port)), env=env)
-        await api.wait_for_log("Uvicorn running on", 60.0)
+        await api.wait_for_log("API host ready on", 60.0)
         mqtt = group.start("mqtt-integration", kedge("serve", "mqtt-integration", "--port", "0"),
                            env={**env, **tls_env})
         await mqtt.wait_for_log("mqtt integration listening on ws://", 30.0)

@@ -67,6 +67,28 @@ def test_broker_on_a_taken_port_is_a_one_line_error() -> None:
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("service", ["api", "http", "ws-integration", "mqtt-integration"])
+def test_serving_on_a_taken_port_is_a_one_line_error(service: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", service, "--port", str(port), env={
+            "KEDGE_DATA_DIR": str(tmp_path), "KEDGE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot listen") and str(port) in last, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_an_endpoint_without_kafka_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run("serve", "mqtt", "--port", "0", env={
+        "KEDGE_DATA_DIR": str(tmp_path), "KEDGE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot reach Kafka"), result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
 def test_missing_broker_binary_is_a_one_line_error(tmp_path: Path) -> None:
     result = run("broker", "--port", str(free_port()), env={"KEDGE_BROKER__BINARY": str(tmp_path / "nope")})
     assert result.returncode == 1

@@ -25,7 +25,7 @@ async def test_serve_api_process(procs: ProcGroup, tmp_path: Path, bootstrap: st
         "KEDGE_REGISTRY__ANONYMOUS_WRITE": "true",
         "KEDGE_REGISTRY__DEVICE_AUTH_ANONYMOUS": "true",  # the setting reaches `kedge serve api`
     })
-    await proc.wait_for_log("Uvicorn running on", 60.0)
+    await proc.wait_for_log("API host ready on", 60.0)
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=10.0) as client:
         assert (await client.get("/health")).json() == {"status": "ok"}

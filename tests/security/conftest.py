@@ -102,7 +102,7 @@ async def stack(
         api_port = free_port()
         api = group.start("api", kedge("serve", "api", "--port", str(api_port)), env=env)
         worker = await start_worker(group, "worker", bootstrap, tmp / "worker", f"sec-worker-{uuid.uuid4().hex[:8]}")
-        await api.wait_for_log("Uvicorn running on", 60.0)
+        await api.wait_for_log("API host ready on", 60.0)
         api_url = f"http://127.0.0.1:{api_port}"
         admin = read_admin_credentials(data)
         assert admin is not None

@@ -53,7 +53,7 @@ async def test_api_spec_fuzzing_finds_no_server_error(stack: Stack, procs: ProcG
         await _create_database(url, database)
         env["KEDGE_REGISTRY__DATABASE_URL"] = url.rsplit("/", 1)[0] + "/" + database
     api = procs.start("api-fuzz", kedge("serve", "api", "--port", str(port)), env=env)
-    await api.wait_for_log("Uvicorn running on", 60.0)
+    await api.wait_for_log("API host ready on", 60.0)
     base = f"http://127.0.0.1:{port}"
     admin = read_admin_credentials(data)
     assert admin is not None

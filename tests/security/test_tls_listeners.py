@@ -103,7 +103,7 @@ async def tls_stack(kafka_broker: EmbeddedBroker, certs: Certs, tmp_path_factory
         api_port = free_port()
         api = group.start("api", kedge("serve", "api", "--port", str(api_port)), env={
             **env, "KEDGE_API__TLS_CERT": str(d / "server-cert.pem"), "KEDGE_API__TLS_KEY": str(d / "server-key.pem")})
-        await api.wait_for_log("Uvicorn running on", 60.0)
+        await api.wait_for_log("API host ready on", 60.0)
         assert f"https://127.0.0.1:{api_port}" in api.log(), api.log()
         api_url = f"https://127.0.0.1:{api_port}"
         admin = read_admin_credentials(tmp / "data")
