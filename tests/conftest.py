@@ -12,7 +12,7 @@ from tests.support.procs import ProcGroup
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak-seconds", type=float, default=20.0,
+    parser.addoption("--soak-seconds", type=float, default=15.0,
                      help="how long tests/soak churns (CI: the default; on demand: minutes)")
     parser.addoption("--soak-seed", type=int, default=None, help="random seed of tests/soak (default: the clock)")
 

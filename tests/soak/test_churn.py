@@ -6,7 +6,7 @@ every few seconds one of the two MQTT endpoints is SIGKILLed and replaced. At th
 carry an increasing ``sequence``, repeats are identical, every disconnect has a reason that matches what
 happened, there is a ``connected`` for every CONNACK 0 the device saw, and every PUBACKed message is there.
 
-CI runs it for ``--soak-seconds`` (default 20); run it longer on demand::
+CI runs it for ``--soak-seconds`` (default 15); run it longer on demand::
 
     .venv/bin/python -m pytest tests/soak --soak-seconds 600 --soak-seed 7 -s
 """
