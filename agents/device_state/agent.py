@@ -15,6 +15,12 @@ app topic (the reply waits in a background task; the stream moves on). Kicks and
 at once. If the events cannot be written, the connect is answered ``rejected(error)``; the endpoint then
 sends the matching disconnect, which cleans the state up through this same single writer.
 
+Bulk: a record with many effects and no reply (an endpoint's loss, an app-wide registry change; at least
+``BULK_EFFECTS``) has them appended to one Kafka batch per topic-partition (:mod:`.bulk`) instead of a producer
+call each, and an endpoint's loss is decided in slices of ``RELEASE_SLICE`` holders, each slice's records
+handed to the producer before the next is decided, so Kafka writes and delivers the first thousands while the
+rest is decided. Per partition the order of the records stays that of ``decide``.
+
 At-least-once: Faust commits an offset only after flushing the producer, so every effect of a processed
 record is delivered before its offset is committed; a crash replays records, which ``decide`` absorbs
 (deterministic event ids, refused replays, re-sent replies).
@@ -34,6 +40,7 @@ from typing import Any
 import orjson
 
 from agents.config import AgentConfig
+from agents.device_state.bulk import BulkSend
 from agents.device_state.model import (
     Effect,
     EmitConnection,
@@ -45,6 +52,7 @@ from schemas.binding import to_kafka
 from schemas.events import PayloadRejected, build_device_event, connection_event
 from schemas.registry import RegistryChange
 from schemas.state import (
+    EndpointLost,
     MalformedRecord,
     Reason,
     RegistryChangeView,
@@ -59,6 +67,10 @@ from topology.faust_app import ROCKSDB_OPTIONS, KedgeFaustApp
 log = logging.getLogger(__name__)
 
 SESSIONS_TABLE = "sessions"
+#: from this many effects of one record on (and none a reply), they go out in batches (:mod:`.bulk`)
+BULK_EFFECTS = 32
+#: holders an endpoint's loss ends per slice (their effects are sent before the next slice is decided)
+RELEASE_SLICE = 500
 APP_MARKS_TABLE = "app-marks"
 
 
@@ -83,6 +95,7 @@ class DeviceStateShell:
         self.apps = apps
         self.cores: dict[int, PartitionCore] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_when: tuple[float, datetime] = (-1.0, datetime.fromtimestamp(0, UTC))
 
     # ------------------------------------------------------------------------------------------- records
 
@@ -96,6 +109,9 @@ class DeviceStateShell:
         if core is None:
             core = self.cores[partition] = PartitionCore(self.sessions, self.apps, self._existing(partition))
             log.info("device-state partition %d: %d held devices indexed", partition, core.holders())
+        if isinstance(request, EndpointLost):
+            await self._endpoint_lost(core, request.endpoint, partition)
+            return
         try:
             effects = core.handle(request, time.time())
         except Exception:  # a corrupt table entry must not stop the partition: skip this record, loudly
@@ -103,6 +119,22 @@ class DeviceStateShell:
             return
         if effects:
             await self.carry_out(effects)
+
+    async def _endpoint_lost(self, core: PartitionCore, endpoint: str, partition: int) -> None:
+        """End ``endpoint``'s holders of this partition in slices, sending each slice's effects before deciding the
+        next one: Kafka (on the other cores) writes and delivers the first thousands while the rest is decided."""
+        started, now, ended, more = time.perf_counter(), time.time(), 0, True
+        while more:
+            try:
+                effects, more = core.end_endpoint(endpoint, now, RELEASE_SLICE)
+            except Exception:  # a corrupt table entry must not stop the partition: skip this record, loudly
+                log.exception("device-state could not end the holders of %s on partition %d", endpoint, partition)
+                return
+            ended += len(effects)
+            if effects:
+                await self.carry_out(effects)
+        log.info("endpoint %s lost: partition %d carried out %d effects in %.3fs", endpoint, partition, ended,
+                 time.perf_counter() - started)
 
     def revoked(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -122,6 +154,11 @@ class DeviceStateShell:
     # ------------------------------------------------------------------------------------------- effects
 
     async def carry_out(self, effects: list[Effect]) -> None:
+        if len(effects) >= BULK_EFFECTS and not any(isinstance(e, SendReply) for e in effects):
+            producer = self._kafka_producer()
+            if producer is not None:
+                await self._carry_out_bulk(effects, BulkSend(producer))
+                return
         acks: list[Awaitable[Any]] = []
         for effect in effects:
             if isinstance(effect, EmitConnection | EmitEvent):
@@ -141,8 +178,28 @@ class DeviceStateShell:
                 if target is not None:
                     await self._control(target, effect.record.to_bytes())
 
+    async def _carry_out_bulk(self, effects: list[Effect], bulk: BulkSend) -> None:
+        """Effects without a reply (an endpoint's loss, an app-wide change), appended to batches in order."""
+        partitions = self.config.endpoint_partitions
+        for effect in effects:
+            if isinstance(effect, EmitConnection | EmitEvent):
+                record = self._event_record(effect)
+                if record is not None:
+                    await bulk.add(names.app_topic(effect.app), record.key, record.value, record.headers)
+            elif isinstance(effect, SendReply):  # pragma: no cover - carry_out keeps replies off this path
+                raise AssertionError("replies wait for their events' acks: not a bulk effect")
+            elif effect.endpoint is not None:
+                await bulk.add(names.ENDPOINT_CONTROL, effect.endpoint.encode(), effect.record.to_bytes(),
+                               partition=control_partition(effect.endpoint, partitions))
+        await bulk.submit()
+
+    def _kafka_producer(self) -> Any:
+        """The aiokafka producer under Faust's (``_ensure_producer``: Faust has no public accessor)."""
+        ensure = getattr(self.app.producer, "_ensure_producer", None)
+        return None if ensure is None else ensure()
+
     def _event_record(self, effect: EmitConnection | EmitEvent) -> Any:
-        when = datetime.fromtimestamp(effect.time, UTC)
+        when = self._when(effect.time)
         if isinstance(effect, EmitConnection):
             event = connection_event(
                 app=effect.app, app_uid=effect.app_uid or None, device=effect.device,
@@ -162,6 +219,12 @@ class DeviceStateShell:
             log.warning("dropping the Will of %s/%s: %s", effect.app, effect.device, e)
             return None
         return to_kafka(event)
+
+    def _when(self, t: float) -> datetime:
+        """``t`` as an aware UTC datetime; the effects of one record share their time, so the last is kept."""
+        if self._last_when[0] != t:
+            self._last_when = (t, datetime.fromtimestamp(t, UTC))
+        return self._last_when[1]
 
     async def _reply_after(self, acks: list[Awaitable[Any]], reply: SendReply) -> None:
         record: Reply = reply.record

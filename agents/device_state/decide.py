@@ -329,9 +329,8 @@ def _end(
 ) -> tuple[DeviceState, list[Effect]]:
     sequence = state.sequence + 1
     effects = _end_effects(holder, reason, sequence, now, will=will, kick=kick)
-    new = dataclasses.replace(
-        state, holder=None, sequence=sequence, ended=_push(state.ended, holder.connection_id)
-    )
+    new = DeviceState(holder=None, sequence=sequence, ended=_push(state.ended, holder.connection_id),
+                      marks=state.marks, polls=state.polls)  # (dataclasses.replace: 3x the cost, per release)
     return new, effects
 
 

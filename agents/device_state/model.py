@@ -117,7 +117,7 @@ class DeviceState:
             return cls(
                 holder=None if h is None else _holder(h),
                 sequence=int(d["sequence"]),
-                ended=tuple(str(c) for c in d["ended"]),
+                ended=tuple(map(str, d["ended"])),
                 marks=marks_from_list(d.get("marks") or []),
                 polls=tuple(_poll(p) for p in d.get("polls") or ()),
             )

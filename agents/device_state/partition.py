@@ -22,6 +22,7 @@ directly with plain dicts as tables.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Protocol
@@ -87,7 +88,7 @@ class PartitionCore:
     def handle(self, request: StateRequest, now: float) -> list[Effect]:
         """Apply one record of this partition and return the effects to carry out, in order."""
         if isinstance(request, EndpointLost):
-            return self._endpoint_lost(request.endpoint, now)
+            return self.end_endpoint(request.endpoint, now)[0]
         if isinstance(request, RegistryChangeView) and request.scope is Scope.APPLICATION:
             return self._app_change(request, now)
         assert request.device is not None  # device-scoped records always name their device
@@ -103,7 +104,10 @@ class PartitionCore:
 
     def _apply(self, key: str, request: DeviceRequest, now: float) -> list[Effect]:
         raw = self.sessions.get(key)
-        state = DeviceState() if raw is None else DeviceState.from_bytes(raw)
+        return self._decided(key, DeviceState() if raw is None else DeviceState.from_bytes(raw), request, now)
+
+    def _decided(self, key: str, state: DeviceState, request: DeviceRequest, now: float) -> list[Effect]:
+        """``decide`` on the current ``state`` of ``key``; the new state is written and indexed."""
         app_marks: Marks = ()
         if isinstance(request, ConnectRequest):  # only connects consult the app's marks
             marks_raw = self.apps.get(app_key(request.app))
@@ -120,12 +124,23 @@ class PartitionCore:
                 self._index_polls(key, state, new)
         return effects
 
-    def _endpoint_lost(self, endpoint: str, now: float) -> list[Effect]:
+    def end_endpoint(self, endpoint: str, now: float, limit: int | None = None) -> tuple[list[Effect], bool]:
+        """``endpoint``'s lease ended (:class:`~schemas.state.EndpointLost`): end the connections it holds here
+        (``reason=endpoint_lost``) and then its polls. With ``limit``, at most that many holders per call, so
+        that the shell can send their effects while it works through thousands; then True means "call again"
+        (the effects so far are complete and in order either way)."""
         effects: list[Effect] = []
-        for key, connection_id in list(self.by_endpoint.get(endpoint, {}).items()):
-            app, device = split_device_key(key)
+        held = self.by_endpoint.get(endpoint, {})
+        for key, connection_id in list(itertools.islice(held.items(), limit)):
+            raw = self.sessions.get(key)
+            state = DeviceState() if raw is None else DeviceState.from_bytes(raw)
+            holder = state.holder  # names the device as the key does, without decoding the key
+            app, device = split_device_key(key) if holder is None else (holder.app, holder.device)
             request = DisconnectRequest(app, device, connection_id, endpoint, Reason.ENDPOINT_LOST)
-            effects += self._apply(key, request, now)  # stale (index ahead of table) -> no effects
+            effects += self._decided(key, state, request, now)  # stale (index ahead of table) -> no effects
+            held.pop(key, None)  # (stale entries too; a holder that ended was unindexed already)
+        if held:
+            return effects, True
         self.by_endpoint.pop(endpoint, None)
         for key in sorted(self.polls_by_endpoint.get(endpoint, ())):  # (spent polls stay until pruned)
             raw = self.sessions.get(key)
@@ -136,7 +151,7 @@ class PartitionCore:
             if new is not state:
                 self.sessions[key] = new.to_bytes()
                 self._index_polls(key, state, new)
-        return effects
+        return effects, False
 
     def _app_change(self, change: RegistryChangeView, now: float) -> list[Effect]:
         akey = app_key(change.app)

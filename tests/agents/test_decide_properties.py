@@ -68,7 +68,8 @@ END_REASONS = [Reason.NORMAL, Reason.KEEPALIVE_TIMEOUT, Reason.ERROR, Reason.END
 op = st.one_of(
     st.tuples(st.just("connect"), st.sampled_from(ENDPOINTS), st.sampled_from(DEVICES), st.booleans()),
     st.tuples(st.just("disconnect"), st.integers(0, 50), st.sampled_from(END_REASONS), st.booleans()),
-    st.tuples(st.just("lost"), st.sampled_from([*ENDPOINTS, "h0"])),
+    # the last element: None, or the slice size the shell ends a lost endpoint's holders in
+    st.tuples(st.just("lost"), st.sampled_from([*ENDPOINTS, "h0"]), st.sampled_from([None, 1, 2])),
     st.tuples(st.just("device"), st.sampled_from(DEVICES),
               st.sampled_from(["disable", "enable", "delete", "cascade", "recreate"])),
     st.tuples(st.just("app"), st.sampled_from(["disable", "enable", "delete"])),
@@ -166,7 +167,13 @@ class Harness:
         assert request is not None
         self.now += 1.0
         before = {k: DeviceState.from_bytes(v) for k, v in self.sessions.items()}
-        effects = self.core.handle(request, self.now)
+        if kind == "lost" and len(o) > 2 and o[2]:  # as the shell does it: in slices of o[2] holders
+            effects, more = [], True
+            while more:
+                part, more = self.core.end_endpoint(o[1], self.now, o[2])
+                effects += part
+        else:
+            effects = self.core.handle(request, self.now)
         self.check_step(request, effects, before)
         self.check_polls(request, effects, before)
         if isinstance(request, ConnectRequest) and request.device_uid in self.deleted:
@@ -465,6 +472,22 @@ def test_app_disable_ends_every_held_device_of_the_app_in_the_partition() -> Non
     assert sorted(e.device for e in ends) == DEVICES
     assert {e.reason for e in ends} == {Reason.APP_DISABLED}
     assert h.core.holders() == 0
+
+
+def test_endpoint_lost_in_slices_gives_the_effects_of_one_pass() -> None:
+    whole, sliced = Harness(), Harness()
+    for h in (whole, sliced):
+        for i, d in enumerate(DEVICES):
+            h.run(("connect", "e0", d, i % 2 == 0))
+        h.run(("connect", "e1", "d1", False))  # d1 taken over: e0 holds d0 and d2
+        h.run(("poll", "e0", "d1", None, 5))
+    whole.run(("lost", "e0"))
+    sliced.run(("lost", "e0", 1))
+    assert whole.log[-1][1] == sliced.log[-1][1]
+    assert whole.sessions == sliced.sessions
+    assert sliced.core.end_endpoint("e0", sliced.now) == ([], False)  # nothing left, also no poll
+    for h in (whole, sliced):
+        h.check_streams()
 
 
 def test_endpoint_lost_ends_only_that_endpoints_devices_after_a_rebuild() -> None:

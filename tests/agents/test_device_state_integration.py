@@ -6,6 +6,7 @@ events-<app> topic shows only its own events.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from schemas.state import (
     Kick,
     Reason,
     Will,
+    decode_control,
 )
 from tests.agents.support import (
     DEVICE_PARTITIONS,
@@ -229,6 +231,55 @@ async def test_endpoint_death_releases_its_devices_with_endpoint_lost_and_will(
             assert connection_log(events.of("kept")) == [("connected", kept, None, f"{1:020d}")]
     finally:
         await survivor.client.stop()
+
+
+async def test_endpoint_death_with_many_devices_releases_each_once_in_batches(cluster: Cluster, app: str) -> None:
+    """Enough devices that each partition's release goes out in batches (``BULK_EFFECTS``): every device gets
+    its Will and ``disconnected(endpoint_lost)`` once, after its ``connected``, and its kick goes to the endpoint."""
+    dying = Endpoint(cluster.bootstrap)
+    await dying.client.start()
+    devices = [f"many-{i}" for i in range(120)]  # ~30 per partition: 60-90 effects each
+    async with EventReader(cluster.bootstrap, names.app_topic(app)) as events:
+        connected = await asyncio.gather(*(
+            dying.connect(app, d, Will("gone", d.encode()) if i % 2 else None) for i, d in enumerate(devices)))
+        assert all(ok for _, ok in connected)
+        cids = {d: cid for d, (cid, _) in zip(devices, connected, strict=True)}
+        await dying.client.stop(release=False)
+        await events.wait(lambda: all(len(events.of(d)) == (3 if i % 2 else 2) for i, d in enumerate(devices)),
+                          30, "endpoint_lost for every device")
+        for i, d in enumerate(devices):
+            will = [("will", "gone", None, "")] if i % 2 else []
+            assert connection_log(events.of(d)) == [
+                ("connected", cids[d], None, f"{1:020d}"), *will,
+                ("disconnected", cids[d], "endpoint_lost", f"{2:020d}")]
+    kicks = await _kicks_of(cluster.bootstrap, dying.client.instance_id, len(devices))
+    assert {k.connection_id for k in kicks} == set(cids.values())
+    assert {k.reason for k in kicks} == {Reason.ENDPOINT_LOST}
+
+
+async def _kicks_of(bootstrap: str, instance: str, expected: int) -> list[Kick]:
+    """The kicks addressed to ``instance`` on ``endpoint-control`` (read from the start, until ``expected``)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    kicks: list[Kick] = []
+    try:
+        tps = [TopicPartition(names.ENDPOINT_CONTROL, p)
+               for p in consumer.partitions_for_topic(names.ENDPOINT_CONTROL) or {0}]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+
+        async def read() -> bool:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    record = decode_control(r.value or b"") if r.key == instance.encode() else None
+                    if isinstance(record, Kick):
+                        kicks.append(record)
+            return len({k.connection_id for k in kicks}) >= expected
+
+        await eventually(read, 20, f"{expected} kicks for {instance}", 0)
+    finally:
+        await consumer.stop()
+    return kicks
 
 
 async def test_connect_wait_is_bounded_and_raises_state_unavailable(cluster: Cluster, app: str) -> None:
