@@ -6,7 +6,9 @@ Contract for the endpoints:
   ``all``: nothing a device was told "accepted" is lost by a broker failover). For HTTP and MQTT QoS 1.
 * :meth:`Publisher.publish_nowait` enqueues and returns at once (MQTT QoS 0, best effort); a failed send is
   counted and logged, never raised.
-* Both refuse instead of buffering without bound: at most ``kafka.max_in_flight`` records and
+* :meth:`Publisher.publish_then` is :meth:`Publisher.publish` with a callback instead of a task per event
+  (MQTT QoS 1): one timer for all of them enforces ``kafka.publish_timeout_s``.
+* All refuse instead of buffering without bound: at most ``kafka.max_in_flight`` records and
   ``kafka.max_in_flight_bytes`` payload bytes wait for their ack; past that they raise :class:`QueueFull`.
   Inside that window aiokafka adds its own back-pressure (``send`` waits when a partition's batch is full).
 * Errors are specific; each endpoint maps them to its protocol at its edge only:
@@ -23,6 +25,9 @@ Contract for the endpoints:
 
 * A publish never creates a topic: one the cluster does not list is refused (:class:`TopicNotReady`), so a
   broker with auto-creation (Tansu, Kafka's default) cannot make ``events-<app>`` with the wrong partitions.
+* Records are partitioned by their key exactly as aiokafka's default partitioner would (the publisher picks
+  the partition itself, remembered per key: :mod:`ingress.partitions`); the exceptions live in
+  :mod:`ingress.sink` and are re-exported here.
 * A timed-out publish (``kafka.publish_timeout_s``) may still be delivered later (aiokafka does not withdraw a
   record once batched): delivery is at-least-once, and the device's retry can duplicate it (ids differ).
 
@@ -44,16 +49,18 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from ingress.partitions import PartitionCache
+from ingress.sink import Done, EventSink, PublishError, PublishUnavailable, QueueFull, TopicNotReady
 from kedge import kafka as kafka_clients
 from kedge.settings import KafkaSettings
 from schemas.binding import to_kafka
 from schemas.events import DeviceEvent
+from schemas.types import EXT_APPLICATION
 from topology.names import app_topic
 
 __all__ = [
@@ -71,50 +78,33 @@ log = logging.getLogger(__name__)
 TOPIC_REFRESH_S = 1.0
 
 
-class PublishError(Exception):
-    """Base of every publish failure."""
-
-
-class QueueFull(PublishError):
-    """Too many events are waiting for their Kafka ack in this process; the device should retry later."""
-
-
-class PublishUnavailable(PublishError):
-    """Kafka cannot take the event now (not connected, timed out, topic missing, broker error)."""
-
-
-class TopicNotReady(PublishUnavailable):
-    """The application's topic is not ready (its ``KafkaReady`` condition is false, reference §1.1)."""
-
-
-@dataclass(frozen=True, slots=True)
 class _Pending:
-    """An event waiting for the drainer; ``handed`` (for :meth:`Publisher.publish`) receives its ack future."""
+    """One event between :meth:`Publisher.publish_nowait` / :meth:`Publisher.publish_then` and its Kafka ack.
 
-    producer: AIOKafkaProducer
-    event: DeviceEvent
-    size: int
-    handed: asyncio.Future[asyncio.Future[Any]] | None
+    ``done`` is the acknowledged caller's callback (None: best effort); ``settled`` once its outcome is decided
+    (ack, failure, time-out or the caller gave up), after which nothing about it is reported again. The pending
+    itself is the done-callback of its ack future (no closure per event).
+    """
 
+    __slots__ = ("deadline", "done", "event", "producer", "publisher", "settled", "size")
 
-class EventSink(Protocol):
-    """What an endpoint needs to publish device events; :class:`Publisher` is the real one."""
+    def __init__(self, publisher: Publisher, producer: AIOKafkaProducer, event: DeviceEvent, size: int,
+                 done: Done | None, deadline: float) -> None:
+        self.publisher = publisher
+        self.producer = producer
+        self.event = event
+        self.size = size
+        self.done = done
+        self.deadline = deadline
+        self.settled = False
 
-    @property
-    def connected(self) -> bool: ...
-
-    async def publish(self, event: DeviceEvent, *, topic_ready: bool = True) -> None: ...
-
-    def publish_nowait(self, event: DeviceEvent, *, topic_ready: bool = True) -> None: ...
-
-    @property
-    def saturated(self) -> bool:
-        """Too many events await their ack: a caller that can should stop reading until :meth:`wait_room`."""
-        ...
-
-    async def wait_room(self) -> None:
-        """Return once the backlog is down to half of its limit."""
-        ...
+    def __call__(self, ack: asyncio.Future[Any]) -> None:
+        if self.done is None:
+            self.publisher._best_effort_done(self.event, self.size, None if ack.cancelled() else ack.exception())
+        elif ack.cancelled():
+            self.publisher._settle(self, PublishUnavailable("kafka: the send was cancelled"))
+        else:
+            self.publisher._settle(self, ack.exception())
 
 
 class Publisher:
@@ -154,6 +144,14 @@ class Publisher:
         self._idle.set()
         self.in_flight = 0
         self.in_flight_bytes = 0
+        self._full_at = (max_in_flight * 3 // 4, max_in_flight_bytes * 3 // 4)
+        self._room_at = (max_in_flight // 2, max_in_flight_bytes // 2)
+        #: acknowledged publishes in submission order (so in deadline order) for the one time-out timer
+        self._waiting: deque[_Pending] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._partitions = PartitionCache()
+        #: app -> its events topic (``app_topic`` is a regular expression match)
+        self._topic_of: dict[str, str] = {}
         #: topics known to exist (see _check_topic)
         self._topics: set[str] = set()
         self._refresh: asyncio.Future[None] | None = None
@@ -215,13 +213,14 @@ class Publisher:
             return
 
     async def stop(self) -> None:
-        """Stop connecting; let QoS 0 sends finish, flush the producer and close it."""
+        """Stop connecting; let the sends in flight finish (bounded by ``timeout_s``), flush the producer and
+        close it; an acknowledged publish still waiting then fails with :class:`PublishUnavailable`."""
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
             self._connector = None
-        with contextlib.suppress(TimeoutError):  # let best-effort sends finish (bounded)
+        with contextlib.suppress(TimeoutError):  # let the sends in flight finish (bounded)
             await asyncio.wait_for(self._idle.wait(), self._timeout_s)
         if self._drainer is not None:
             self._drainer.cancel()
@@ -232,6 +231,11 @@ class Publisher:
         self._connected.clear()
         if producer is not None:
             await producer.stop()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        while self._waiting:
+            self._settle(self._waiting[0], PublishUnavailable("the publisher stopped"))
 
     # ------------------------------------------------------------------------------------------ publishing
 
@@ -252,33 +256,87 @@ class Publisher:
         """Send ``event`` to its ``events-<app>`` topic and wait for the Kafka ack.
 
         The event goes through the same drain task as :meth:`publish_nowait` (many concurrent senders would
-        stall aiokafka); only the wait for the ack is the caller's.
+        stall aiokafka); only the wait for the ack is the caller's. Cancelling the caller gives the event up
+        (not sent if the drainer had not reached it yet; otherwise its ack is ignored).
 
         Raises :class:`QueueFull`, :class:`TopicNotReady` or :class:`PublishUnavailable`; ``ValueError`` when
         the event has no ``application`` extension (a programming error).
         """
+        result: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = self._submit(event, topic_ready, functools.partial(_resolve, result))
+        try:
+            await result
+        except asyncio.CancelledError:
+            self._settle(pending, None, abandoned=True)
+            raise
+
+    def publish_then(self, event: DeviceEvent, done: Done, *, topic_ready: bool = True) -> None:
+        """:meth:`publish` for callers that would otherwise need a task per event (MQTT QoS 1).
+
+        Admission errors (:class:`QueueFull`, :class:`TopicNotReady`, :class:`PublishUnavailable`) are raised
+        at once; otherwise ``done`` is called exactly once, from the event loop: ``done(None)`` after the Kafka
+        ack, else ``done(exc)`` with what :meth:`publish` would raise (a time-out after ``timeout_s`` included).
+        """
+        self._submit(event, topic_ready, done)
+
+    def _submit(self, event: DeviceEvent, topic_ready: bool, done: Done) -> _Pending:
         producer = self._admit(event, topic_ready)
         size = len(event.data)
         self.in_flight += 1
         self.in_flight_bytes += size
-        handed: asyncio.Future[asyncio.Future[Any]] = asyncio.get_running_loop().create_future()
-        self._hand_over(_Pending(producer, event, size, handed))
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await (await handed)
-        except TopicNotReady:
+        self._idle.clear()  # stop() lets acknowledged publishes finish too
+        loop = asyncio.get_running_loop()
+        pending = _Pending(self, producer, event, size, done, loop.time() + self._timeout_s)
+        self._waiting.append(pending)
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(pending.deadline, self._expire)
+        self._hand_over(pending)
+        return pending
+
+    def _settle(self, pending: _Pending, exc: BaseException | None, *, abandoned: bool = False) -> None:
+        """Decide the outcome of an acknowledged publish once: count it, free its room, tell its caller."""
+        if pending.settled:
+            return
+        pending.settled = True
+        self._count_out(pending.size)
+        waiting = self._waiting
+        while waiting and waiting[0].settled:
+            waiting.popleft()
+        if abandoned:
+            return
+        if exc is None:
+            self._on_outcome("accepted")
+        elif isinstance(exc, TopicNotReady):
             self._on_outcome("not_ready")
-            raise
-        except TimeoutError:
+        elif isinstance(exc, PublishUnavailable):
             self._on_outcome("unavailable")
-            raise PublishUnavailable(f"no Kafka ack within {self._timeout_s}s") from None
-        except KafkaError as exc:
+        elif isinstance(exc, KafkaError | TimeoutError):
             self._on_outcome("unavailable")
-            raise PublishUnavailable(f"kafka: {exc!r}") from exc
-        finally:
-            self.in_flight -= 1
-            self.in_flight_bytes -= size
-        self._on_outcome("accepted")
+            unavailable = PublishUnavailable(f"kafka: {exc!r}")
+            unavailable.__cause__ = exc
+            exc = unavailable
+        done = pending.done
+        assert done is not None
+        try:
+            done(exc)
+        except Exception:
+            log.exception("publish callback failed")
+
+    def _expire(self) -> None:
+        """The one time-out timer: settle every acknowledged publish past its deadline, re-arm for the next."""
+        self._watchdog = None
+        waiting = self._waiting
+        loop = asyncio.get_running_loop()
+        now = loop.time() + 0.001  # timers may fire a clock tick early
+        while waiting:
+            head = waiting[0]
+            if head.settled:
+                waiting.popleft()
+            elif head.deadline <= now:
+                self._settle(head, PublishUnavailable(f"no Kafka ack within {self._timeout_s}s"))
+            else:
+                self._watchdog = loop.call_at(head.deadline, self._expire)
+                return
 
     def publish_nowait(self, event: DeviceEvent, *, topic_ready: bool = True) -> None:
         """Enqueue ``event`` without waiting for the ack (best effort, still bounded).
@@ -290,18 +348,22 @@ class Publisher:
         that can apply back-pressure watch :attr:`saturated` and :meth:`wait_room`.
         """
         producer = self._admit(event, topic_ready)
-        self._count_in(len(event.data))
-        self._hand_over(_Pending(producer, event, len(event.data), None))
+        size = len(event.data)
+        self._count_in(size)
+        self._hand_over(_Pending(self, producer, event, size, None, 0.0))
 
     def _hand_over(self, pending: _Pending) -> None:
         self._backlog.append(pending)
-        self._backlog_ready.set()
-        if self._drainer is None or self._drainer.done():
+        if not self._backlog_ready.is_set():
+            self._backlog_ready.set()
+        drainer = self._drainer
+        if drainer is None or drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name="kedge-publish-drain")
 
     @property
     def saturated(self) -> bool:
-        return self.in_flight >= self._max_in_flight * 3 // 4 or self.in_flight_bytes >= self._max_bytes * 3 // 4
+        full, full_bytes = self._full_at
+        return self.in_flight >= full or self.in_flight_bytes >= full_bytes
 
     async def wait_room(self) -> None:
         await self._room.wait()
@@ -310,43 +372,41 @@ class Publisher:
         self.in_flight += 1
         self.in_flight_bytes += size
         self._idle.clear()
-        if self.saturated:
+        full, full_bytes = self._full_at
+        if self.in_flight >= full or self.in_flight_bytes >= full_bytes:
             self._room.clear()
 
     def _count_out(self, size: int) -> None:
         self.in_flight -= 1
         self.in_flight_bytes -= size
-        if self.in_flight <= self._max_in_flight // 2 and self.in_flight_bytes <= self._max_bytes // 2:
+        room, room_bytes = self._room_at
+        if self.in_flight <= room and self.in_flight_bytes <= room_bytes:
             self._room.set()
         if self.in_flight == 0:
             self._idle.set()
 
     async def _drain(self) -> None:
+        """Hand the backlog to the producer in order. No time-out per event here: aiokafka bounds a ``send``
+        that waits for batch room or metadata by ``request_timeout_ms``; acknowledged callers have their own
+        deadline (:meth:`_expire`), and an event whose caller gave up is skipped."""
+        backlog = self._backlog
         while True:
-            if not self._backlog:
+            if not backlog:
                 self._backlog_ready.clear()
                 await self._backlog_ready.wait()
                 continue
-            pending = self._backlog.popleft()
-            handed = pending.handed
-            if handed is not None and handed.done():
+            pending = backlog.popleft()
+            if pending.settled:
                 continue  # its publisher gave up waiting (time-out, cancelled): not sent
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    ack = await self._enqueue(pending.producer, pending.event)
+                ack = await self._enqueue(pending.producer, pending.event)
             except Exception as exc:  # counted and logged (or raised to the waiting publisher); the drainer goes on
-                if handed is None:
+                if pending.done is None:
                     self._best_effort_done(pending.event, pending.size, exc)
-                elif not handed.done():
-                    handed.set_exception(exc)
+                else:
+                    self._settle(pending, exc)
                 continue
-            if handed is None:
-                ack.add_done_callback(functools.partial(self._acked, pending.event, pending.size))
-            elif not handed.done():
-                handed.set_result(ack)
-
-    def _acked(self, event: DeviceEvent, size: int, ack: asyncio.Future[Any]) -> None:
-        self._best_effort_done(event, size, None if ack.cancelled() else ack.exception())
+            ack.add_done_callback(pending)
 
     def _best_effort_done(self, event: DeviceEvent, size: int, exc: BaseException | None) -> None:
         self._count_out(size)
@@ -364,14 +424,26 @@ class Publisher:
 
     async def _enqueue(self, producer: AIOKafkaProducer, event: DeviceEvent) -> asyncio.Future[Any]:
         """Hand ``event`` to the producer's batch; the returned future is its Kafka ack."""
-        app = event.application
-        if app is None:
-            raise ValueError(f"event {event.id} has no application extension")
-        topic = app_topic(app)
+        app = event.extensions.get(EXT_APPLICATION)
+        topic = self._topic_of.get(app) if app is not None else None
+        if topic is None:
+            if app is None:
+                raise ValueError(f"event {event.id} has no application extension")
+            topic = app_topic(app)
+            if len(self._topic_of) >= 4096:
+                self._topic_of.clear()
+            self._topic_of[app] = topic
         if topic not in self._topics:
-            await self._check_topic(producer, topic)
+            async with asyncio.timeout(self._timeout_s):
+                await self._check_topic(producer, topic)
         record = to_kafka(event)
-        ack: asyncio.Future[Any] = await producer.send(topic, record.value, key=record.key, headers=record.headers)
+        partition = self._partitions.partition(producer, topic, record.key)
+        if partition is None:
+            ack: asyncio.Future[Any] = await producer.send(topic, record.value, key=record.key,
+                                                           headers=record.headers)
+        else:
+            ack = await producer.send(topic, record.value, key=record.key, partition=partition,
+                                      headers=record.headers)
         return ack
 
     async def _check_topic(self, producer: AIOKafkaProducer, topic: str) -> None:
@@ -401,6 +473,15 @@ class Publisher:
 
 def _ignore(_: str) -> None:
     return None
+
+
+def _resolve(result: asyncio.Future[None], exc: BaseException | None) -> None:
+    if result.done():
+        return
+    if exc is None:
+        result.set_result(None)
+    else:
+        result.set_exception(exc)
 
 
 def _consume_exception(future: asyncio.Future[None]) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final, NamedTuple
 
-from schemas.events import RESERVED_NAMES, DeviceEvent, MalformedEvent, format_time, parse_time
+from schemas.events import RESERVED_NAMES, DeviceEvent, Extensions, MalformedEvent, format_time, parse_time
 from schemas.types import EXT_PARTITION_KEY, SPEC_VERSION
 
 __all__ = ["KafkaRecord", "from_kafka", "to_kafka"]
@@ -52,9 +52,19 @@ def to_kafka(event: DeviceEvent) -> KafkaRecord:
         headers.append((_CONTENT_TYPE, event.datacontenttype.encode()))
     if event.dataschema is not None:
         headers.append(("ce_dataschema", event.dataschema.encode()))
-    for name, value in event.extensions.items():
-        headers.append((_CE + name, value.encode()))
+    ext = event.extensions
+    if type(ext) is Extensions:  # shared by every event of a connection: encoded once
+        encoded = ext.kafka_headers
+        if encoded is None:
+            encoded = ext.kafka_headers = _extension_headers(ext)
+        headers += encoded
+    else:
+        headers += _extension_headers(ext)
     return KafkaRecord(event.key, event.data, headers)
+
+
+def _extension_headers(ext: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(_CE + name, value.encode()) for name, value in ext.items()]
 
 
 def _required(attrs: dict[str, str], name: str) -> str:

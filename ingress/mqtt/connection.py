@@ -11,6 +11,8 @@ Invariants:
   the PUBLISHes came in. On MQTT 3.1.1 (no negative PUBACK) a failed publish closes the connection instead of
   being acknowledged.
 * While ``max_pending`` QoS 1 publishes of this connection wait for Kafka, the socket is not read.
+* QoS 0 back-pressure drops nothing that was read: when the publisher's backlog is full, the packets already
+  decoded from the same read are held, in order, and handled once it has room again; reading resumes after.
 * Every accepted connection is ended towards the agent exactly once, except after a kick (the agent already
   ended it).
 """
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from ingress.mqtt.admission import admit
 from ingress.mqtt.cache import TtlLru
-from ingress.mqtt.topics import DROGUE_V1, Dialect, Subscriptions, TopicInvalid
+from ingress.mqtt.topics import DROGUE_V1, Dialect, Subscriptions, Target, TopicInvalid
 from ingress.publish import PublishError, QueueFull
 from kedge.mqtt_shell import SessionProtocol
 from protocols.mqtt import (
@@ -45,7 +47,7 @@ from protocols.mqtt import (
 )
 from protocols.mqtt.properties import EMPTY_PUBLISH
 from schemas.auth import AuthUnavailable, DeviceIdentity
-from schemas.events import DeviceEvent, PayloadRejected, build_device_event
+from schemas.events import DeviceEventTemplate, PayloadRejected
 from schemas.state import DeliverCommand, Reason
 
 if TYPE_CHECKING:
@@ -71,18 +73,35 @@ def kick_reason_code(reason: Reason) -> ReasonCode:
     return _KICK_CODES.get(reason, ReasonCode.ADMINISTRATIVE_ACTION)
 
 
+#: at most this many topics' targets are remembered per connection (a device uses a handful)
+_TARGETS_CACHED = 64
+
+
 class _Ack:
-    """One QoS 1 PUBLISH waiting for its outcome; ``reason`` None while pending."""
+    """One QoS 1 PUBLISH waiting for its outcome; ``reason`` None while pending. It is the publisher's
+    ``done`` callback of its event (:meth:`ingress.publish.Publisher.publish_then`)."""
 
-    __slots__ = ("packet_id", "reason", "started")
+    __slots__ = ("conn", "packet_id", "reason", "started")
 
-    def __init__(self, packet_id: int) -> None:
+    def __init__(self, conn: MqttConnection, packet_id: int) -> None:
+        self.conn = conn
         self.packet_id = packet_id
         self.reason: ReasonCode | None = None
         self.started = time.perf_counter()
 
+    def __call__(self, exc: BaseException | None) -> None:
+        self.conn._acked(self, exc)
+
 
 class MqttConnection(SessionProtocol):
+    # Class-level defaults: an idle connection pays nothing for these until it first needs them (RSS per idle
+    # connection is a target). Decoded packets waiting for the publisher's room (QoS 0 back-pressure), in order:
+    _held: deque[Event] | None = None
+    # The hot path's caches, made at the first PUBLISH: topic -> target, and the event templates (own device:
+    # ``None`` key; proxied devices: ``(device, device_uid)``).
+    _targets: dict[str, Target] | None = None
+    _templates: dict[tuple[str, str] | None, DeviceEventTemplate] | None = None
+
     def __init__(self, endpoint: MqttEndpoint) -> None:
         super().__init__(endpoint.session_config)
         self.ep = endpoint
@@ -116,25 +135,34 @@ class MqttConnection(SessionProtocol):
     # ------------------------------------------------------------------------------------------ events
 
     def handle_events(self, events: list[Event]) -> None:
-        for event in events:
-            if type(event) is PublishReceived:
-                self._on_publish(event.publish)
-            elif type(event) is ConnectReceived:
-                self._connecting = True
-                self._update_reading()
-                self.ep.spawn(self._connect(event))
-            elif type(event) is SubscribeReceived:
-                self._on_subscribe(event)
-            elif type(event) is UnsubscribeReceived:
-                self._on_unsubscribe(event)
-            elif type(event) is DisconnectReceived:
-                self._end(Reason.NORMAL, skip_will=not event.publish_will)
-                self.close()
-            elif type(event) is ProtocolViolation:
-                log.debug("protocol violation on %s: %s", self.connection_id, event.message)
-                timeout = event.reason is ReasonCode.KEEP_ALIVE_TIMEOUT
-                self._end(Reason.KEEPALIVE_TIMEOUT if timeout else Reason.ERROR, skip_will=False)
-                self.close()
+        if self._held is not None:  # earlier packets wait for the publisher: keep the order
+            self._held.extend(events)
+            return
+        for i, event in enumerate(events):
+            self._handle(event)
+            if self._sink_full and i + 1 < len(events):
+                self._held = deque(events[i + 1:])
+                return
+
+    def _handle(self, event: Event) -> None:
+        if type(event) is PublishReceived:
+            self._on_publish(event.publish)
+        elif type(event) is ConnectReceived:
+            self._connecting = True
+            self._update_reading()
+            self.ep.spawn(self._connect(event))
+        elif type(event) is SubscribeReceived:
+            self._on_subscribe(event)
+        elif type(event) is UnsubscribeReceived:
+            self._on_unsubscribe(event)
+        elif type(event) is DisconnectReceived:
+            self._end(Reason.NORMAL, skip_will=not event.publish_will)
+            self.close()
+        elif type(event) is ProtocolViolation:
+            log.debug("protocol violation on %s: %s", self.connection_id, event.message)
+            timeout = event.reason is ReasonCode.KEEP_ALIVE_TIMEOUT
+            self._end(Reason.KEEPALIVE_TIMEOUT if timeout else Reason.ERROR, skip_will=False)
+            self.close()
 
     # ------------------------------------------------------------------------------------------ connect
 
@@ -198,16 +226,25 @@ class MqttConnection(SessionProtocol):
     def _on_publish(self, publish: Publish) -> None:
         ack = None
         if publish.qos == 1 and publish.packet_id is not None:
-            ack = _Ack(publish.packet_id)
+            ack = _Ack(self, publish.packet_id)
             self._acks.append(ack)
-            self._update_reading()
+            if len(self._acks) >= self.ep.max_pending:
+                self._update_reading()
         identity = self.identity
         assert identity is not None
-        try:
-            target = self.dialect.target(publish.topic)
-        except TopicInvalid:
-            self._done(ack, ReasonCode.TOPIC_NAME_INVALID)
-            return
+        targets = self._targets
+        if targets is None:
+            targets = self._targets = {}
+        target = targets.get(publish.topic)
+        if target is None:
+            try:
+                target = self.dialect.target(publish.topic)
+            except TopicInvalid:
+                self._done(ack, ReasonCode.TOPIC_NAME_INVALID)
+                return
+            if len(targets) >= _TARGETS_CACHED:
+                targets.clear()
+            targets[publish.topic] = target
         origin: DeviceIdentity | None = identity
         if target.device is not None and target.device != identity.device:
             origin = self._as_cache.get(target.device, self.loop.time())
@@ -237,21 +274,35 @@ class MqttConnection(SessionProtocol):
             return
         self._publish(publish, channel, origin, ack)
 
+    def _template(self, origin: DeviceIdentity) -> DeviceEventTemplate:
+        """The event template of ``origin`` (the connected device or one it publishes for), made once."""
+        sender = self.identity
+        assert sender is not None
+        templates = self._templates
+        if templates is None:
+            templates = self._templates = {}
+        key = None if origin is sender else (origin.device, origin.device_uid)
+        template = templates.get(key)
+        if template is None:
+            if len(templates) > self.ep.as_cache_size:
+                templates.clear()
+            template = templates[key] = DeviceEventTemplate(
+                app=sender.app, app_uid=sender.app_uid, device=origin.device, device_uid=origin.device_uid,
+                sender=sender.device, sender_uid=sender.device_uid, instance=self.ep.instance,
+            )
+        return template
+
     def _publish(self, publish: Publish, channel: str, origin: DeviceIdentity | None, ack: _Ack | None) -> None:
         sender = self.identity
         assert sender is not None and origin is not None
         try:
-            event = build_device_event(
-                app=sender.app, app_uid=sender.app_uid, device=origin.device, device_uid=origin.device_uid,
-                sender=sender.device, sender_uid=sender.device_uid, instance=self.ep.instance,
-                channel=channel, payload=publish.payload, content_type=publish.properties.content_type,
-            )
+            event = self._template(origin).event(channel, publish.payload, publish.properties.content_type)
         except PayloadRejected:
             self.ep.metrics.outcome("rejected")
             self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
             return
+        sink = self.ep.sink
         if ack is None:
-            sink = self.ep.sink
             try:
                 sink.publish_nowait(event, topic_ready=sender.topic_ready)
             except PublishError as exc:
@@ -261,28 +312,37 @@ class MqttConnection(SessionProtocol):
                 self._update_reading()
                 self.ep.spawn(self._resume_when_sink_has_room())
             return
-        self.ep.spawn(self._publish_acked(event, sender.topic_ready, ack))
+        try:
+            sink.publish_then(event, ack, topic_ready=sender.topic_ready)
+        except Exception as exc:  # refused at once (queue full, not ready, not connected)
+            self._acked(ack, exc)
 
     async def _resume_when_sink_has_room(self) -> None:
         await self.ep.sink.wait_room()
         self._sink_full = False
+        held = self._held
+        if held is not None:
+            while held and not self._sink_full:
+                self._handle(held.popleft())
+            if not held:  # else the publisher filled up again: the resume that spawned goes on with the rest
+                self._held = None
+            self.flush()
         self._update_reading()
 
-    async def _publish_acked(self, event: DeviceEvent, topic_ready: bool, ack: _Ack) -> None:
-        try:
-            await self.ep.sink.publish(event, topic_ready=topic_ready)
-        except QueueFull:
-            self._done(ack, ReasonCode.QUOTA_EXCEEDED)
-        except PublishError as exc:
-            log.warning("publish failed: %s", exc)
-            self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
-        except Exception:
-            self.ep.metrics.outcome("error")
-            log.exception("publish failed")
-            self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
-        else:
+    def _acked(self, ack: _Ack, exc: BaseException | None) -> None:
+        """The publisher's outcome of a QoS 1 event (:meth:`_Ack.__call__`) -> its PUBACK reason."""
+        if exc is None:
             self.ep.metrics.latency.observe(time.perf_counter() - ack.started)
             self._done(ack, ReasonCode.SUCCESS)
+        elif isinstance(exc, QueueFull):
+            self._done(ack, ReasonCode.QUOTA_EXCEEDED)
+        elif isinstance(exc, PublishError):
+            log.warning("publish failed: %s", exc)
+            self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
+        else:
+            self.ep.metrics.outcome("error")
+            log.error("publish failed", exc_info=exc)
+            self._done(ack, ReasonCode.UNSPECIFIED_ERROR)
 
     def _done(self, ack: _Ack | None, reason: ReasonCode) -> None:
         """Record a QoS 1 outcome and send every PUBACK that is now due, in order."""
@@ -301,6 +361,10 @@ class MqttConnection(SessionProtocol):
                 self.close()
                 return
             self.session.puback(head.packet_id, head.reason)
+        self.ep.flush_soon(self)  # every PUBACK due in this loop iteration in one write
+
+    def flush_acks(self) -> None:
+        """Write the PUBACKs queued by :meth:`_done` (called once per loop iteration by the endpoint)."""
         self.flush()
         self._update_reading()
 

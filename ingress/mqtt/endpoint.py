@@ -81,6 +81,8 @@ class MqttEndpoint:
         self.connections: dict[str, MqttConnection] = {}
         self.open: set[MqttConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: connections with PUBACKs to write at the end of this loop iteration
+        self._to_flush: dict[MqttConnection, None] = {}
         self._by_version = Gauge("kedge_mqtt_connections", "Open MQTT device connections by protocol version",
                                  ["version"], registry=metrics.registry)
 
@@ -108,6 +110,19 @@ class MqttEndpoint:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    def flush_soon(self, conn: MqttConnection) -> None:
+        """Have ``conn`` write what it queued once this loop iteration's callbacks ran (one write for many
+        PUBACKs that Kafka acknowledged in one batch)."""
+        to_flush = self._to_flush
+        if not to_flush:
+            asyncio.get_running_loop().call_soon(self._flush)
+        to_flush[conn] = None
+
+    def _flush(self) -> None:
+        to_flush, self._to_flush = self._to_flush, {}
+        for conn in to_flush:
+            conn.flush_acks()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -80,7 +80,7 @@ def decode_publish(flags: int, src: Buffer, start: int, end: int, v5: bool) -> p
         check_topic_name(topic)
     if qos == 0 and flags & 0x08:
         raise malformed("DUP set on a QoS 0 PUBLISH")
-    return pk.Publish(topic, bytes(src[pos:end]), qos, bool(flags & 1), bool(flags & 8), packet_id, props)
+    return pk.new_publish(topic, bytes(src[pos:end]), qos, bool(flags & 1), bool(flags & 8), packet_id, props)
 
 
 def decode_connect(body: bytes) -> pk.Connect:

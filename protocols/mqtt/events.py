@@ -29,6 +29,16 @@ class PublishReceived:
     publish: Publish
 
 
+_SET_PUBLISH = PublishReceived.__dict__["publish"].__set__
+
+
+def publish_received(publish: Publish) -> PublishReceived:
+    """``PublishReceived(publish)`` for the session's hot path (see :func:`protocols.mqtt.packets.new_publish`)."""
+    event: PublishReceived = object.__new__(PublishReceived)
+    _SET_PUBLISH(event, publish)
+    return event
+
+
 @dataclass(frozen=True, slots=True)
 class SubscribeReceived:
     """Answer with `session.suback(packet_id, [one reason code per filter])`."""

@@ -155,7 +155,7 @@ class ServerSession:
         for packet in packets:
             if type(packet) is pk.Publish:
                 if packet.qos == 0 and not v5 and not packet.retain:
-                    out.append(ev.PublishReceived(packet))
+                    out.append(ev.publish_received(packet))
                     continue
                 event = self._on_publish(packet, v5)
             elif type(packet) is pk.PubAck:
@@ -177,7 +177,7 @@ class ServerSession:
         if packet.qos == 2:
             return self._violation(MqttProtocolError(ReasonCode.QOS_NOT_SUPPORTED, "QoS 2 PUBLISH"))
         if not v5:
-            return ev.PublishReceived(packet)
+            return ev.publish_received(packet)
         if packet.retain and not self.config.retain_available:
             return self._violation(MqttProtocolError(ReasonCode.RETAIN_NOT_SUPPORTED, "retained PUBLISH"))
         if packet.properties.subscription_identifiers:
@@ -211,7 +211,7 @@ class ServerSession:
                 return self._violation(
                     MqttProtocolError(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "too many unacknowledged PUBLISH")
                 )
-        return ev.PublishReceived(packet)
+        return ev.publish_received(packet)
 
     def _on_other(self, packet: pk.Packet) -> ev.Event | None:
         match packet:

@@ -40,6 +40,7 @@ from protocols.mqtt import (
     Unsubscribe,
     Will,
     WillProperties,
+    encode,
 )
 from schemas.auth import CertCredential
 from schemas.events import DeviceEvent
@@ -243,6 +244,46 @@ async def test_pubacks_wait_for_kafka_in_order_and_reading_pauses(stack: Stack) 
     acks = [await client.recv() for _ in range(8)]
     assert [a.packet_id for a in acks if isinstance(a, PubAck)] == list(range(1, 9))
     assert [e.data for e in sink.events] == [str(i).encode() for i in range(1, 9)]
+
+
+class FillingSink(RecordingSink):
+    """Saturated after every ``room`` best-effort events, until the test frees it (``wait_room``)."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.freed = asyncio.Event()
+        self.waits = 0
+
+    @property
+    def saturated(self) -> bool:
+        return len(self.events) > 0 and len(self.events) % self.room == 0 and not self.freed.is_set()
+
+    async def wait_room(self) -> None:
+        self.waits += 1
+        await self.freed.wait()
+        self.freed.clear()
+
+
+async def test_qos0_back_pressure_holds_what_was_read_and_drops_nothing(stack: Stack) -> None:
+    """One read brings many QoS 0 PUBLISHes; when the publisher fills up halfway, the rest waits in order."""
+    sink = FillingSink(room=5)
+    stack.endpoint.sink = sink
+    client, _ = await RawClient.open(stack.port, connect(4))
+    frames = b"".join(encode(Publish("telemetry", b"%d" % n, 0), 4) for n in range(12))
+    last = encode(Publish("telemetry", b"last", 1, packet_id=7), 4)  # its PUBACK tells when all were handled
+    client.writer.write(frames + last)  # one write: one read on the endpoint
+    await client.writer.drain()
+    for filled in (5, 10):
+        await eventually(lambda filled=filled: len(sink.events) == filled and sink.waits == filled // 5, 5,
+                         f"the endpoint to stop at {filled} events")
+        with pytest.raises(TimeoutError):
+            await client.recv(0.1)  # the QoS 1 PUBLISH behind the held ones is not handled yet
+        sink.freed.set()
+    ack = await client.recv()
+    assert isinstance(ack, PubAck) and ack.packet_id == 7
+    assert [e.data for e in sink.events] == [b"%d" % n for n in range(12)] + [b"last"]
+    client.close()
 
 
 async def test_subscriptions_commands_and_unsubscribe(stack: Stack) -> None:

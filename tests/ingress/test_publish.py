@@ -27,12 +27,20 @@ class FakeCluster:
         return set(self._topics)
 
 
+class FakeMetadata:
+    """The producer's view of the partitions (none known: the producer partitions itself)."""
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return None
+
+
 class FakeClient:
     """The producer's client: lists all topics (the request that creates nothing)."""
 
     def __init__(self, topics: set[str]) -> None:
         self.topics = topics
         self.listings = 0
+        self.cluster = FakeMetadata()
 
     async def fetch_all_metadata(self) -> FakeCluster:
         self.listings += 1

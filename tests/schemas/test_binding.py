@@ -94,3 +94,21 @@ def test_header_names_are_case_insensitive_and_foreign_headers_ignored() -> None
     shouted = [(k.upper(), v) for k, v in r.headers] + [("traceparent", b"00-abc")]
     e = from_kafka(r.key, r.value, shouted)
     assert e == event()
+
+
+def test_shared_extensions_encode_like_a_plain_dict_every_time() -> None:
+    """Events of one template share their encoded extension headers; the record must not change by it."""
+    import dataclasses
+
+    from schemas.events import DeviceEventTemplate
+
+    template = DeviceEventTemplate(app="my-app", app_uid="a-uid", device="dev-1", device_uid="d-uid",
+                                   sender="dev-1", sender_uid="d-uid", instance="drogue")
+    first = template.event("telemetry", b"1", None, time=T0, id="i1")
+    second = template.event("telemetry", b"2", "text/plain", time=T0.replace(microsecond=0), id="i2")
+    for e in (first, second, first):
+        plain = dataclasses.replace(e, extensions=dict(e.extensions))
+        assert to_kafka(e) == to_kafka(plain)
+    assert to_kafka(second).headers[5] == ("ce_time", b"2022-07-07T13:47:39+00:00")
+    to_kafka(first).headers.append(("x-foreign", b"1"))  # a caller's change to one record stays in it
+    assert "x-foreign" not in dict(to_kafka(second).headers)

@@ -152,3 +152,34 @@ def test_times_in_other_offsets_are_normalised_to_utc() -> None:
     local = T0.astimezone(timezone(timedelta(hours=2)))
     assert format_time(local) == "2022-07-07T13:47:39.123456+00:00"
     assert parse_time("2022-07-07T15:47:39.123456789+02:00") == T0
+
+
+def test_the_template_builds_the_same_event_as_the_dataclass() -> None:
+    """The per-message path builds events through the slot descriptors; they must equal the dataclass'."""
+    import dataclasses
+
+    from schemas.events import DeviceEvent, DeviceEventTemplate, Extensions
+
+    template = DeviceEventTemplate(app="my-app", app_uid="a", device="dev-1", device_uid="d", sender="gw",
+                                   sender_uid="g", instance="drogue")
+    e = template.event("telemetry", b'{"a": 1}', "application/json", data_schema="urn:s", id="x1", time=T0)
+    fields = {f.name: getattr(e, f.name) for f in dataclasses.fields(DeviceEvent)}
+    assert DeviceEvent(**fields) == e
+    assert (e.id, e.subject, e.dataschema, e.data, e.time) == ("x1", "telemetry", "urn:s", b'{"a":1}', T0)
+    assert e.source == "drogue://my-app/dev%2D1" and e.partitionkey == "my%2Dapp/gw"
+    assert template.event("telemetry", b"1", None).extensions is e.extensions  # shared, so it is immutable
+    with pytest.raises(TypeError):
+        e.extensions["device"] = "other"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.id = "changed"  # type: ignore[misc]
+    assert dataclasses.replace(e, extensions={"x": "y"}).extensions == {"x": "y"}
+    assert isinstance(e.extensions, Extensions)
+
+
+def test_event_ids_are_distinct_uuid4s() -> None:
+    from schemas.events import new_event_id
+
+    ids = [new_event_id() for _ in range(1000)]  # several refills of the pool
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 and str(uuid.UUID(i)) == i
+               for i in ids)
