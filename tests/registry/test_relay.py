@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from registry.db import create_engine, migrate
 from registry.outbox import OutboxRelay
@@ -119,6 +120,13 @@ async def _lock_holders(url: str) -> list[int]:
         await engine.dispose()
 
 
+
+def _relay(engine: AsyncEngine, **options: Any) -> tuple[OutboxRelay, FakeProducer]:
+    """A relay on ``engine`` whose producer (returned too) never fails."""
+    producer = FakeProducer(fail=set())
+    factory: Any = lambda: producer  # noqa: E731
+    return OutboxRelay(engine, factory, **options), producer
+
 @pytest.mark.integration
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_one_relay_per_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path,
@@ -131,11 +139,8 @@ async def test_one_relay_per_database(backend: str, request: pytest.FixtureReque
         url = await _pg_database(request, unique)
     engine_a, engine_b = create_engine(url), create_engine(url)
     await migrate(engine_a)
-    first, second = FakeProducer(fail=set()), FakeProducer(fail=set())
-    factory_a: Any = lambda: first  # noqa: E731
-    factory_b: Any = lambda: second  # noqa: E731
-    relay_a = OutboxRelay(engine_a, factory_a, poll_s=0.05)
-    relay_b = OutboxRelay(engine_b, factory_b, poll_s=0.05)
+    relay_a, first = _relay(engine_a, poll_s=0.05)
+    relay_b, second = _relay(engine_b, poll_s=0.05)
     relay_a.start()
     try:
         await eventually(lambda: relay_a.leading, 10.0, "the first relay to lead")
@@ -183,12 +188,9 @@ async def test_relay_steps_down_when_its_lock_session_is_killed(request: pytest.
     url = await _pg_database(request, unique)
     engine_a, engine_b = create_engine(url), create_engine(url)
     await migrate(engine_a)
-    first, second = FakeProducer(fail=set()), FakeProducer(fail=set())
-    factory_a: Any = lambda: first  # noqa: E731
-    factory_b: Any = lambda: second  # noqa: E731
     # the old holder only looks at its lock when woken: it notices the loss after the other relay took over
-    relay_a = OutboxRelay(engine_a, factory_a, poll_s=60.0)
-    relay_b = OutboxRelay(engine_b, factory_b, poll_s=0.05)
+    relay_a, first = _relay(engine_a, poll_s=60.0)
+    relay_b, second = _relay(engine_b, poll_s=0.05)
     relay_a.start()
     try:
         await eventually(lambda: relay_a.leading, 10.0, "the first relay to lead")
@@ -349,11 +351,8 @@ async def test_relay_steps_down_when_its_lock_session_goes_silent(request: pytes
     proxied = target.set(port=await proxy.start()).render_as_string(hide_password=False)
     engine_a, engine_b = create_engine(proxied), create_engine(url)
     await migrate(engine_b)
-    first, second = FakeProducer(fail=set()), FakeProducer(fail=set())
-    factory_a: Any = lambda: first  # noqa: E731
-    factory_b: Any = lambda: second  # noqa: E731
-    relay_a = OutboxRelay(engine_a, factory_a, poll_s=0.05, lock_check_s=1.0, retry_s=0.05, max_backoff_s=0.1)
-    relay_b = OutboxRelay(engine_b, factory_b, poll_s=0.05)
+    relay_a, first = _relay(engine_a, poll_s=0.05, lock_check_s=1.0, retry_s=0.05, max_backoff_s=0.1)
+    relay_b, second = _relay(engine_b, poll_s=0.05)
     relay_a.start()
     try:
         await eventually(lambda: relay_a.leading, 10.0, "the first relay to lead")
